@@ -1,0 +1,43 @@
+/**
+ * Koa adapter (Koa 2 and 3), also under koa-mount.
+ *
+ * @example
+ * import Koa from 'koa';
+ * import { streamingInference } from 'streaming-inference/koa';
+ *
+ * const app = new Koa();
+ * app.use(streamingInference({ model: './models/smollm2', maxConcurrentRequests: 8, prefix: '/llm' }));
+ * app.listen(3000);
+ */
+import type { Context, Middleware, Next } from 'koa';
+import { createInferenceHandler, type InferenceHandler, type StreamingInferenceOptions } from '../src/http/index.js';
+
+export interface KoaStreamingInferenceOptions extends StreamingInferenceOptions {
+  /** Mount path, e.g. '/llm'. Default: the root. */
+  prefix?: string;
+}
+
+export type StreamingInferenceMiddleware = Middleware & { handler: InferenceHandler };
+
+/** The path below `prefix`, or null when the request is outside it. */
+function below(prefix: string, path: string): string | null {
+  if (!prefix) return path;
+  if (path === prefix) return '/';
+  return path.startsWith(`${prefix}/`) ? path.slice(prefix.length) : null;
+}
+
+export function streamingInference(options: KoaStreamingInferenceOptions): StreamingInferenceMiddleware {
+  const { prefix = '', ...rest } = options;
+  const mount = prefix.replace(/\/+$/, '');
+  const handler = createInferenceHandler(rest);
+  const middleware = async (ctx: Context, next: Next) => {
+    const path = below(mount, ctx.path);
+    if (path === null || !handler.matches(path)) return next();
+    // We write the Node response ourselves (SSE), so Koa must not respond after us.
+    ctx.respond = false;
+    const body = (ctx.request as { body?: unknown }).body;
+    if (body !== undefined) (ctx.req as { body?: unknown }).body = body;
+    await handler.handle(ctx.req, ctx.res, path);
+  };
+  return Object.assign(middleware, { handler });
+}

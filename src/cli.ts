@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+/**
+ * The standalone server: `streaming-inference serve --model DIR`. It uses the core handler on
+ * `node:http` directly, so it needs neither Express nor Koa installed (both are optional peers).
+ */
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+import { createInferenceHandler } from './http/handler.js';
+
+const USAGE = `Usage:
+  streaming-inference serve --model DIR [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
+                            [--dtype fp32|fp16|q8|int8|q4|...] [--threads N] [--max-batch-size 32] [--drain-timeout-ms 10000]
+  streaming-inference fixture --size tiny|demo|bench --out DIR`;
+
+function int(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got "${value}"`);
+  return n;
+}
+
+export async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      port: { type: 'string', default: '3000' },
+      host: { type: 'string', default: '127.0.0.1' },
+      'max-concurrent-requests': { type: 'string' },
+      dtype: { type: 'string' },
+      threads: { type: 'string' },
+      'max-batch-size': { type: 'string' },
+      'drain-timeout-ms': { type: 'string', default: '10000' },
+    },
+  });
+  if (!values.model) throw new Error('--model DIR is required');
+  const handler = createInferenceHandler({
+    model: values.model,
+    dtype: values.dtype,
+    threads: int(values.threads, 'threads'),
+    maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
+    maxConcurrentRequests: int(values['max-concurrent-requests'], 'max-concurrent-requests'),
+  });
+  const server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    if (handler.matches(path)) return void handler.handle(req, res, path);
+    res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":"Not found","error_type":"not_found"}');
+  });
+  const port = int(values.port, 'port')!;
+  await new Promise<void>((resolve) => server.listen(port, values.host, resolve));
+  const address = server.address();
+  const url = `http://${values.host}:${typeof address === 'object' && address ? address.port : port}`;
+  console.log(`Loading ${values.model} ...`);
+  const engine = await handler.ready();
+  console.log(`Serving ${engine.info.modelId} at ${url} (try: curl -N ${url}/generate_stream -H 'content-type: application/json' -d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}')`);
+
+  const drainTimeoutMs = int(values['drain-timeout-ms'], 'drain-timeout-ms');
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: finishing running requests (up to ${drainTimeoutMs} ms) ...`);
+    server.close();
+    await handler.close({ drainTimeoutMs });
+    server.closeAllConnections();
+    console.log('Stopped.');
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === 'serve') return serve(rest);
+  if (command === 'fixture') {
+    const { main: fixture } = await import('./fixture/cli.js');
+    return fixture(rest);
+  }
+  console.log(USAGE);
+  if (command !== '--help' && command !== '-h') process.exitCode = 1;
+}
+
+main(process.argv.slice(2)).catch((error: Error) => {
+  console.error(error.message);
+  process.exit(1);
+});

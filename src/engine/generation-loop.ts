@@ -1,0 +1,129 @@
+import { GenerationError, serializeError } from '../errors.js';
+import type { EngineStats } from '../types.js';
+import { BatchQueue, type BatchBudget } from './batch-queue.js';
+import { KvBatch, prefillInputs } from './kv-batch.js';
+import type { FromWorker, StepToken } from './messages.js';
+import type { ModelSession } from './model-session.js';
+import type { Sequence } from './sequence.js';
+
+/**
+ * Continuous batching in the worker. Each turn: drop cancelled rows, prefill whatever waiting
+ * requests fit the budgets, concatenate them into the running batch, run one decode step over every
+ * row, and post one message with all the new tokens. New requests join at the next step boundary,
+ * so a request arriving under load waits for at most one decode step before its prefill.
+ */
+export class GenerationLoop {
+  private readonly queue: BatchQueue<Sequence>;
+  private readonly running = new Map<number, Sequence>();
+  private readonly cancelled = new Set<number>();
+  private batch: KvBatch | null = null;
+  private wake: (() => void) | null = null;
+  private closed = false;
+  private healthy = true;
+
+  constructor(
+    private readonly model: ModelSession,
+    budget: BatchBudget,
+    private readonly post: (message: FromWorker) => void,
+  ) {
+    this.queue = new BatchQueue(budget);
+  }
+
+  submit(sequence: Sequence): void {
+    this.queue.append(sequence);
+    this.wake?.();
+  }
+
+  cancel(id: number): void {
+    if (!this.queue.remove(id) && this.running.has(id)) this.cancelled.add(id);
+  }
+
+  stop(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+
+  stats(): EngineStats {
+    let reserved = 0;
+    for (const s of this.running.values()) reserved += s.reservedTokens;
+    return { queueSize: this.queue.size, batchSize: this.running.size, batchReservedTokens: reserved, healthy: this.healthy };
+  }
+
+  async run(): Promise<void> {
+    while (!this.closed) {
+      if (this.queue.size === 0 && this.running.size === 0) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
+        continue;
+      }
+      this.dropCancelled();
+      const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.stats().batchReservedTokens });
+      if (joining.length > 0) await this.guard(joining, () => this.prefill(joining));
+      this.dropCancelled();
+      if (this.running.size > 0) await this.guard([...this.running.values()], () => this.decode());
+      // Let cancellations and submissions that arrived during the pass be handled before the next one.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private async prefill(sequences: Sequence[]): Promise<void> {
+    for (const s of sequences) s.markStarted();
+    const inputs = prefillInputs(sequences.map((s) => s.promptIds), this.model.emptyPast(sequences.length));
+    const { logits, present } = await this.model.forward(inputs);
+    const vocab = logits.length / (inputs.batch * inputs.seqLen);
+    const tokens = sequences.map((s, r) => {
+      const rowEnd = (r + 1) * inputs.seqLen * vocab;
+      const step = s.next(logits.subarray(rowEnd - vocab, rowEnd));
+      if (s.params.decoderInputDetails) {
+        step.prefill = s.prefillTokens(logits.subarray(r * inputs.seqLen * vocab, rowEnd), vocab, inputs.pads[r]);
+      }
+      return step;
+    });
+    const joined = KvBatch.fromPrefill(sequences.map((s) => s.id), inputs.pads, present);
+    for (const s of sequences) if (!s.finished) this.running.set(s.id, s);
+    joined.filter(new Set(sequences.filter((s) => !s.finished).map((s) => s.id)));
+    if (this.batch) this.batch.concat(joined);
+    else this.batch = joined;
+    this.emit(tokens);
+  }
+
+  private async decode(): Promise<void> {
+    const batch = this.batch!;
+    const rows = batch.rowIds.map((id) => this.running.get(id)!);
+    const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s.lastToken)));
+    batch.advance(present);
+    const vocab = logits.length / rows.length;
+    const tokens: StepToken[] = rows.map((s, r) => s.next(logits.subarray(r * vocab, (r + 1) * vocab)));
+    for (const s of rows) if (s.finished) this.running.delete(s.id);
+    if (this.running.size < rows.length) batch.filter(new Set(this.running.keys()));
+    this.emit(tokens);
+  }
+
+  private emit(tokens: StepToken[]): void {
+    this.post({ type: 'step', tokens, stats: this.stats() });
+  }
+
+  private dropCancelled(): void {
+    if (this.cancelled.size === 0) return;
+    for (const id of this.cancelled) this.running.delete(id);
+    this.cancelled.clear();
+    this.batch?.filter(new Set(this.running.keys()));
+    // The main thread learns the new batch size even when no forward pass follows.
+    this.emit([]);
+  }
+
+  /** A failed forward pass fails the sequences it carried; the loop goes on serving the others. */
+  private async guard(sequences: Sequence[], pass: () => Promise<void>): Promise<void> {
+    try {
+      await pass();
+      this.healthy = true;
+    } catch (error) {
+      this.healthy = false;
+      const ids = sequences.map((s) => s.id);
+      for (const id of ids) this.running.delete(id);
+      this.batch?.filter(new Set(this.running.keys()));
+      const failure = new GenerationError((error as Error).message ?? String(error), error);
+      this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats() });
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import type { TextTokenizer } from '../text/tokenizer.js';
+import { IncrementalDetokenizer } from '../text/detokenizer.js';
+import type { FinishReason, PrefillToken, Token, ValidatedParameters } from '../types.js';
+import { createSequenceSampler, logSoftmaxAt, type SequenceSampler } from './sampling.js';
+import { StopSequenceMatcher } from './stopping.js';
+import type { StepToken } from './messages.js';
+
+/** What a sequence needs from the worker it runs in. */
+export interface SequenceContext {
+  tokenizer: TextTokenizer;
+  eosTokenIds: ReadonlySet<number>;
+}
+
+/**
+ * One request's state in the worker: its own sampler (and seeded PRNG), stop criteria and
+ * detokenizer, so rows of a batch never influence each other.
+ */
+export class Sequence {
+  readonly generated: number[] = [];
+  private readonly sampler: SequenceSampler;
+  private readonly detokenizer: IncrementalDetokenizer;
+  private readonly stops: StopSequenceMatcher;
+  private startedAt = 0;
+  private firstTokenAt = 0;
+  finished = false;
+
+  constructor(
+    readonly id: number,
+    readonly promptIds: number[],
+    readonly params: ValidatedParameters,
+    readonly maxNewTokens: number,
+    private readonly ctx: SequenceContext,
+    private readonly receivedAt = performance.now(),
+  ) {
+    this.sampler = createSequenceSampler(params.sampling, promptIds);
+    this.detokenizer = new IncrementalDetokenizer(ctx.tokenizer, { skipSpecialTokens: true });
+    this.stops = new StopSequenceMatcher(params.stop);
+  }
+
+  get inputLength(): number {
+    return this.promptIds.length;
+  }
+
+  /** Tokens the sequence may occupy in the KV cache at most. */
+  get reservedTokens(): number {
+    return this.promptIds.length + this.maxNewTokens;
+  }
+
+  get lastToken(): number {
+    return this.generated.length > 0 ? this.generated[this.generated.length - 1] : this.promptIds[this.promptIds.length - 1];
+  }
+
+  markStarted(): void {
+    this.startedAt = performance.now();
+  }
+
+  /** Prompt logprobs from the prefill's logits (`[seqLen, vocab]` of this row, left-padded by `pad`). */
+  prefillTokens(logits: Float32Array, vocab: number, pad: number): PrefillToken[] {
+    return this.promptIds.map((id, j) => ({
+      id,
+      text: this.ctx.tokenizer.decode([id]),
+      logprob: j === 0 ? null : logSoftmaxAt(logits.subarray((pad + j - 1) * vocab, (pad + j) * vocab), id),
+    }));
+  }
+
+  /** Chooses the next token from this row's last-position logits and checks the stop criteria. */
+  next(logits: Float32Array): StepToken {
+    const choice = this.sampler.next(logits, this.params.topNTokens);
+    const id = choice.id;
+    this.sampler.accept(id);
+    this.generated.push(id);
+    if (this.firstTokenAt === 0) this.firstTokenAt = performance.now();
+    const special = this.ctx.tokenizer.isSpecial(id);
+    const piece = this.detokenizer.push(id);
+    const token: Token = { id, text: special ? this.ctx.tokenizer.decode([id]) : piece, logprob: choice.logprob, special };
+    const step: StepToken = { id: this.id, token };
+    if (this.params.topNTokens > 0) step.topTokens = choice.topTokens.map((t) => this.describe(t.id, t.logprob));
+    const reason = this.stopReason(id, piece);
+    if (reason) {
+      this.finished = true;
+      const now = performance.now();
+      step.end = {
+        finishReason: reason,
+        generatedText: this.ctx.tokenizer.decode(this.generated, { skipSpecialTokens: true }),
+        generatedTokens: this.generated.length,
+        queueMs: this.startedAt - this.receivedAt,
+        inferenceMs: now - this.startedAt,
+        firstTokenMs: this.firstTokenAt - this.startedAt,
+      };
+    }
+    return step;
+  }
+
+  private stopReason(id: number, piece: string): FinishReason | null {
+    if (this.ctx.eosTokenIds.has(id)) return 'eos_token';
+    if (piece && this.stops.push(piece) !== null) return 'stop_sequence';
+    if (this.generated.length >= this.maxNewTokens) return 'length';
+    return null;
+  }
+
+  private describe(id: number, logprob: number): Token {
+    return { id, text: this.ctx.tokenizer.decode([id]), logprob, special: this.ctx.tokenizer.isSpecial(id) };
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The engine's worker thread. ONNX Runtime's `run()` blocks the thread that calls it for a whole
+ * forward pass, so the session, tokenizer, KV cache and generation loop all live here and the host's
+ * event loop only exchanges messages with it.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { basename } from 'node:path';
+import { InferenceError, TemplateError, serializeError } from '../errors.js';
+import { checkTokenBudget } from '../params.js';
+import { ChatTemplate } from '../text/chat-template.js';
+import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
+import type { ModelInfo } from '../types.js';
+import { resolveConfig } from './config.js';
+import { GenerationLoop } from './generation-loop.js';
+import type { FromWorker, Prompt, ToWorker, WorkerInit } from './messages.js';
+import { findOnnxFile, readModelConfig } from './model-dir.js';
+import { ModelSession } from './model-session.js';
+import { Sequence, type SequenceContext } from './sequence.js';
+
+const port = parentPort!;
+const post = (message: FromWorker) => port.postMessage(message);
+
+interface Loaded {
+  info: ModelInfo;
+  tokenizer: TextTokenizer;
+  template: ChatTemplate | null;
+  model: ModelSession;
+  loop: GenerationLoop;
+  ctx: SequenceContext;
+}
+
+async function load({ options }: WorkerInit): Promise<Loaded> {
+  const dir = options.model;
+  const config = await readModelConfig(dir);
+  const onnxFile = await findOnnxFile(dir, options.dtype);
+  const tokenizer = await loadTokenizer(dir);
+  const model = await ModelSession.load(onnxFile, config, options.threads);
+  const resolved = resolveConfig(options, config, model);
+  const info: ModelInfo = {
+    modelId: options.modelId ?? basename(dir),
+    modelDir: dir,
+    onnxFile,
+    modelType: config.modelType,
+    vocabSize: config.vocabSize,
+    maxPositionEmbeddings: config.maxPositionEmbeddings,
+    eosTokenIds: config.eosTokenIds,
+    kvDtype: model.kvDtype,
+    hasChatTemplate: false,
+    ...resolved,
+  };
+  const template = ChatTemplate.fromConfig(tokenizer.config);
+  info.hasChatTemplate = template !== null;
+  const loop = new GenerationLoop(model, resolved, post);
+  return { info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) } };
+}
+
+function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, addGenerationPrompt = true): string {
+  if (!engine.template) throw new TemplateError('the model has no chat_template in tokenizer_config.json');
+  return engine.template.render({ messages: chat.messages, tools: chat.tools, addGenerationPrompt });
+}
+
+function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): void {
+  const { id, prompt, params } = message;
+  try {
+    const ids = 'text' in prompt
+      ? engine.tokenizer.encode(prompt.text)
+      : engine.tokenizer.encode(render(engine, prompt), { addSpecialTokens: false });
+    const { maxNewTokens, dropLeading } = checkTokenBudget(ids.length, params, engine.info.limits);
+    const promptIds = ids.slice(dropLeading);
+    post({ type: 'accepted', id, inputLength: promptIds.length });
+    engine.loop.submit(new Sequence(id, promptIds, params, maxNewTokens, engine.ctx));
+  } catch (error) {
+    post({ type: 'rejected', id, error: serializeError(error) });
+  }
+}
+
+function call(engine: Loaded, message: Extract<ToWorker, { type: 'call' }>): void {
+  try {
+    const result = message.method === 'tokenize'
+      ? engine.tokenizer.tokenizeWithOffsets(message.text)
+      : render(engine, message, message.addGenerationPrompt);
+    post({ type: 'reply', callId: message.callId, result });
+  } catch (error) {
+    post({ type: 'reply', callId: message.callId, error: serializeError(error) });
+  }
+}
+
+async function main(): Promise<void> {
+  let engine: Loaded;
+  try {
+    engine = await load(workerData as WorkerInit);
+  } catch (error) {
+    const failure = InferenceError.isInstance(error) ? error : new InferenceError('model_load', String((error as Error).message ?? error));
+    post({ type: 'fatal', error: serializeError(failure) });
+    return;
+  }
+  const running = engine.loop.run();
+  port.on('message', (message: ToWorker) => {
+    switch (message.type) {
+      case 'submit': return submit(engine, message);
+      case 'cancel': return engine.loop.cancel(message.id);
+      case 'call': return call(engine, message);
+      case 'close':
+        // Release the session only after the pass in progress has returned.
+        engine.loop.stop();
+        void running.then(() => engine.model.release()).finally(() => port.close());
+    }
+  });
+  post({ type: 'ready', info: engine.info });
+}
+
+void main();

@@ -1,0 +1,70 @@
+import type { IncomingMessage } from 'node:http';
+import { InferenceError } from '../errors.js';
+
+/** A request whose body a host's parser (express.json(), koa-bodyparser) may already have read. */
+export type BodyCarrier = IncomingMessage & { body?: unknown };
+
+/** The body was not JSON: 400 in the route family's shape. */
+export class MalformedBodyError extends Error {
+  constructor(readonly detail: string) {
+    super(detail);
+    this.name = 'MalformedBodyError';
+  }
+}
+
+/** Body over the limit: 413, as an `InferenceError` so the error table shapes it. */
+export class PayloadTooLargeError extends InferenceError {
+  constructor(limit: number) {
+    super('validation', `Input validation error: the request body exceeds ${limit} bytes`);
+    Object.defineProperty(this, 'status', { value: 413 });
+  }
+}
+
+function parsedByHost(req: BodyCarrier): boolean {
+  // express.json() leaves `{}` when the content type was not JSON and it did not read the stream.
+  return req.body !== undefined && !(req.readable && typeof req.body === 'object' && req.body !== null && Object.keys(req.body).length === 0);
+}
+
+/**
+ * The JSON body: the host's parsed `req.body` when there is one, else read here up to `limit` bytes.
+ * Rejects with `MalformedBodyError` or `PayloadTooLargeError`, and never hangs on a broken upload.
+ */
+export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unknown> {
+  if (parsedByHost(req)) {
+    if (typeof req.body !== 'string' && !Buffer.isBuffer(req.body)) return req.body;
+    return parse(String(req.body));
+  }
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) throw new PayloadTooLargeError(limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.resume();
+        reject(new PayloadTooLargeError(limit));
+      } else {
+        chunks.push(chunk);
+      }
+    };
+    const onEnd = () => (cleanup(), resolve());
+    const onError = (error: Error) => (cleanup(), reject(new MalformedBodyError(error.message)));
+    const onAborted = () => (cleanup(), reject(new MalformedBodyError('the request was aborted')));
+    const cleanup = () => {
+      req.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
+    };
+    req.on('data', onData).on('end', onEnd).on('error', onError).on('aborted', onAborted);
+  });
+  return parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+function parse(text: string): unknown {
+  if (text.trim() === '') throw new MalformedBodyError('the request body is empty');
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new MalformedBodyError((error as Error).message);
+  }
+}

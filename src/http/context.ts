@@ -1,0 +1,18 @@
+import type { AdmissionController } from '../admission.js';
+import type { Engine } from '../types.js';
+import type { Metrics } from './metrics.js';
+
+/** What every route handler needs, built once per mounted handler. */
+export interface HandlerContext {
+  /** The loaded engine; throws UnavailableError (503) while loading or after a load failure. */
+  engine(): Engine;
+  /** Whether the engine loaded and its last forward pass succeeded. */
+  healthy(): boolean;
+  admission: AdmissionController;
+  bodyLimit: number;
+  maxConcurrentRequests: number;
+  metrics: Metrics | null;
+  /** Injected for deterministic ids and timestamps in tests. */
+  newId(prefix: string): string;
+  nowSeconds(): number;
+}

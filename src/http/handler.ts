@@ -1,0 +1,148 @@
+import type { ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { AdmissionController } from '../admission.js';
+import { createEngine } from '../engine/engine.js';
+import { InferenceError, UnavailableError } from '../errors.js';
+import { errorResponse, malformedJsonResponse, type RouteFamily } from '../protocol/error-body.js';
+import type { CloseOptions, Engine, EngineOptions } from '../types.js';
+import { MalformedBodyError, readJsonBody, type BodyCarrier } from './body.js';
+import type { HandlerContext } from './context.js';
+import { createMetrics, type MetricsOptions } from './metrics.js';
+import { serveHealth, serveInfo, serveModels, serveTokenize } from './info-routes.js';
+import { serveChat, serveCompletion } from './openai-routes.js';
+import { sendError } from './respond.js';
+import { serveTgi } from './tgi-routes.js';
+
+/** Options of `streamingInference()` in every adapter. */
+export interface StreamingInferenceOptions extends Partial<EngineOptions> {
+  /** A shared, already created engine; otherwise `model` is loaded in the background. */
+  engine?: Engine;
+  /** Requests in flight (queued or generating) before new ones get 429. Default 128, as TGI. */
+  maxConcurrentRequests?: number;
+  /** Largest request body read, in bytes. Default 2,000,000, as TGI. */
+  bodyLimit?: number;
+  /** Prometheus metrics at `/metrics`: on by default in a registry of our own; pass the host's registry to join it, or `false`. */
+  metrics?: MetricsOptions | false;
+}
+
+type Serve = (ctx: HandlerContext, res: ServerResponse, body: unknown) => void | Promise<void>;
+
+interface Route {
+  method: 'GET' | 'POST';
+  family: RouteFamily;
+  serve: Serve;
+}
+
+const ROUTES: Record<string, Route> = {
+  '/': { method: 'POST', family: 'tgi', serve: (ctx, res, body) => serveTgi(ctx, res, body, 'compat') },
+  '/generate': { method: 'POST', family: 'tgi', serve: (ctx, res, body) => serveTgi(ctx, res, body, 'generate') },
+  '/generate_stream': { method: 'POST', family: 'tgi', serve: (ctx, res, body) => serveTgi(ctx, res, body, 'stream') },
+  '/tokenize': { method: 'POST', family: 'tgi', serve: serveTokenize },
+  '/v1/chat/completions': { method: 'POST', family: 'openai', serve: serveChat },
+  '/v1/completions': { method: 'POST', family: 'openai', serve: serveCompletion },
+  '/v1/models': { method: 'GET', family: 'openai', serve: (ctx, res) => serveModels(ctx, res) },
+  '/info': { method: 'GET', family: 'tgi', serve: (ctx, res) => serveInfo(ctx, res) },
+  '/health': { method: 'GET', family: 'tgi', serve: (ctx, res) => serveHealth(ctx, res) },
+  '/metrics': { method: 'GET', family: 'tgi', serve: serveMetrics },
+};
+
+/** The core request handler every adapter wraps. */
+export interface InferenceHandler {
+  /** Whether `path` (relative to the mount point) is one of ours; other paths go to the host's `next()`. */
+  matches(path: string): boolean;
+  /** Serves a request for one of our paths. Never rejects: failures become error responses. */
+  handle(req: BodyCarrier, res: ServerResponse, path: string): Promise<void>;
+  readonly admission: AdmissionController;
+  /** Resolves with the engine once loaded. */
+  ready(): Promise<Engine>;
+  /** Closes the engine if this handler created it. */
+  close(options?: CloseOptions): Promise<void>;
+}
+
+function routePath(path: string): string {
+  const bare = path.split('?')[0];
+  return bare.length > 1 && bare.endsWith('/') ? bare.slice(0, -1) : bare || '/';
+}
+
+/**
+ * Builds the handler: resolves options once (bad options throw here, at startup), starts loading the
+ * model unless an engine was given, and answers the routes of protocol.md.
+ *
+ * @example
+ * const handler = createInferenceHandler({ model: './models/smollm2', maxConcurrentRequests: 8 });
+ * http.createServer((req, res) => handler.matches(req.url!) ? handler.handle(req, res, req.url!) : res.end());
+ */
+export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
+  const { engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, metrics: metricsOptions, ...engineOptions } = options;
+  if (!shared && typeof engineOptions.model !== 'string') throw new TypeError('streamingInference: pass `model` (a directory) or `engine`');
+  if (!Number.isSafeInteger(bodyLimit) || bodyLimit <= 0) throw new TypeError('streamingInference: `bodyLimit` must be a positive integer');
+  const admission = new AdmissionController({ maxConcurrentRequests });
+  const metrics = metricsOptions === false ? null : createMetrics(metricsOptions);
+  let engine: Engine | null = shared ?? null;
+  let loadError: unknown = null;
+  const loading: Promise<Engine> = shared
+    ? Promise.resolve(shared)
+    : createEngine(engineOptions as EngineOptions).then((e) => (engine = e), (error) => {
+        loadError = error;
+        throw error;
+      });
+  loading.catch(() => {});
+
+  const ctx: HandlerContext = {
+    engine: () => {
+      if (engine) return engine;
+      if (loadError) throw new UnavailableError(`Model failed to load: ${(loadError as Error).message}`);
+      throw new UnavailableError('Model is loading');
+    },
+    healthy: () => engine !== null && engine.stats().healthy,
+    admission,
+    bodyLimit,
+    maxConcurrentRequests,
+    metrics,
+    newId: (prefix) => prefix + randomUUID().replaceAll('-', ''),
+    nowSeconds: () => Math.floor(Date.now() / 1000),
+  };
+
+  metrics?.observe({ engine: () => engine, admission });
+
+  return {
+    matches: (path) => Object.hasOwn(ROUTES, routePath(path)),
+    async handle(req, res, path) {
+      const route = ROUTES[routePath(path)];
+      try {
+        if (req.method !== route.method) {
+          res.setHeader('Allow', route.method);
+          const error = new InferenceError('validation', `Method ${req.method} is not allowed; use ${route.method}`);
+          return sendError(res, { ...errorResponse(error, route.family), status: 405 });
+        }
+        let body: unknown;
+        if (route.method === 'POST') {
+          metrics?.request();
+          body = await readJsonBody(req, bodyLimit);
+        }
+        await route.serve(ctx, res, body);
+      } catch (error) {
+        if (error instanceof MalformedBodyError) return sendError(res, malformedJsonResponse(route.family, error.detail));
+        if (InferenceError.isInstance(error)) metrics?.failure(error.errorType);
+        sendError(res, errorResponse(error, route.family));
+      }
+    },
+    admission,
+    ready: () => loading,
+    close: async (closeOptions) => {
+      if (shared) return;
+      const loaded = await loading.catch(() => null);
+      await loaded?.close(closeOptions);
+    },
+  };
+}
+
+async function serveMetrics(ctx: HandlerContext, res: ServerResponse): Promise<void> {
+  const { metrics } = ctx;
+  if (!metrics) {
+    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('metrics are off\n');
+    return;
+  }
+  const text = await metrics.render();
+  res.writeHead(200, { 'Content-Type': metrics.contentType }).end(text);
+}

@@ -1,0 +1,60 @@
+import type { ServerResponse } from 'node:http';
+import { ValidationError } from '../errors.js';
+import { isPlainObject } from '../protocol/json-shape.js';
+import { tgiTokenizeResponse } from '../protocol/tgi.js';
+import type { HandlerContext } from './context.js';
+import { sendJson } from './respond.js';
+
+const VERSION = '0.1.0';
+
+/** TGI's `Info` (protocol.md §1.7), plus the live admission count. */
+export function serveInfo(ctx: HandlerContext, res: ServerResponse): void {
+  const { info } = ctx.engine();
+  const stats = ctx.engine().stats();
+  sendJson(res, 200, {
+    model_id: info.modelId,
+    model_sha: null,
+    model_pipeline_tag: 'text-generation',
+    model_dtype: info.kvDtype,
+    model_device_type: 'cpu',
+    max_concurrent_requests: ctx.maxConcurrentRequests,
+    max_best_of: info.limits.maxBestOf,
+    max_stop_sequences: info.limits.maxStopSequences,
+    max_input_tokens: info.limits.maxInputTokens,
+    max_total_tokens: info.limits.maxTotalTokens,
+    max_top_n_tokens: info.limits.maxTopNTokens,
+    max_batch_size: info.maxBatchSize,
+    max_batch_prefill_tokens: info.maxBatchPrefillTokens,
+    max_batch_total_tokens: info.maxBatchTotalTokens,
+    max_client_batch_size: 1,
+    validation_workers: 1,
+    router: 'streaming-inference',
+    version: VERSION,
+    sha: null,
+    docker_label: null,
+    in_flight_requests: ctx.admission.inFlight,
+    queue_size: stats.queueSize,
+    batch_size: stats.batchSize,
+  });
+}
+
+/** 200 with an empty body when the model is loaded and healthy; TGI's 503 body otherwise. */
+export function serveHealth(ctx: HandlerContext, res: ServerResponse): void {
+  if (ctx.healthy()) {
+    res.writeHead(200, { 'Content-Length': 0 }).end();
+    return;
+  }
+  sendJson(res, 503, { error: 'unhealthy', error_type: 'healthcheck' });
+}
+
+export function serveModels(ctx: HandlerContext, res: ServerResponse): void {
+  const { modelId } = ctx.engine().info;
+  sendJson(res, 200, { object: 'list', data: [{ id: modelId, object: 'model', created: 0, owned_by: 'streaming-inference' }] });
+}
+
+/** `POST /tokenize` with TGI's `GenerateRequest` body. */
+export async function serveTokenize(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
+  const engine = ctx.engine();
+  if (!isPlainObject(body) || typeof body.inputs !== 'string') throw new ValidationError('`inputs` must be a string', 'inputs');
+  sendJson(res, 200, tgiTokenizeResponse(await engine.tokenize(body.inputs)));
+}

@@ -1,0 +1,52 @@
+import type { ServerResponse } from 'node:http';
+import { KEEP_ALIVE_FRAME, SSE_HEADERS } from '../protocol/sse.js';
+
+/** An idle stream gets a comment this often, so proxies and clients do not time it out. */
+const KEEP_ALIVE_MS = 15_000;
+
+/**
+ * Writes Server-Sent Events to a Node response: headers flushed at once, each frame flushed as
+ * written (also through `compression()`, which adds `res.flush`), and a full socket buffer waits
+ * for `drain` or `close`, whichever comes first, so a vanished reader never hangs the writer.
+ */
+export class SseWriter {
+  private timer: NodeJS.Timeout | null = null;
+  private lastWrite = 0;
+
+  constructor(private readonly res: ServerResponse & { flush?: () => void }) {}
+
+  open(headers: Record<string, string> = {}): void {
+    this.res.writeHead(200, { ...SSE_HEADERS, ...headers });
+    this.res.flushHeaders();
+    this.lastWrite = Date.now();
+    this.timer = setInterval(() => {
+      if (Date.now() - this.lastWrite >= KEEP_ALIVE_MS) void this.write(KEEP_ALIVE_FRAME);
+    }, KEEP_ALIVE_MS);
+    this.timer.unref();
+  }
+
+  get closed(): boolean {
+    return this.res.destroyed || this.res.writableEnded;
+  }
+
+  async write(frame: string): Promise<void> {
+    if (this.closed) return;
+    this.lastWrite = Date.now();
+    const flushed = this.res.write(frame);
+    this.res.flush?.();
+    if (flushed) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.res.off('drain', done).off('close', done);
+        resolve();
+      };
+      this.res.on('drain', done).on('close', done);
+    });
+  }
+
+  end(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (!this.res.writableEnded) this.res.end();
+  }
+}

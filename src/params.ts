@@ -1,0 +1,199 @@
+/**
+ * Request parameter validation with TGI's rules, order and messages (protocol.md §1.2), turning the
+ * wire `GenerateParameters` into `ValidatedParameters` with every default resolved and a seed assigned.
+ *
+ * Where we differ from TGI, on purpose (protocol.md "Our decisions" §5):
+ * - `top_p` and `typical_p` accept 1.0, meaning off (TGI#2222), and their messages say so.
+ * - A field of the wrong JSON type is a ValidationError naming the field (TGI: serde's 422), checked
+ *   first, as TGI's deserialization is. `null` counts as absent for every field.
+ * - `seed` must be a safe integer (TGI takes any u64): seeds travel as JS numbers.
+ * - `grammar` and `watermark: true` are refused: we implement neither, and ignoring them would return
+ *   output the client did not ask for. TGI checks grammar after tokenizing; we check it last here.
+ * - The streaming checks and `best_of`'s limits, which TGI runs in its route handlers before
+ *   `Validation::validate`, run first here too.
+ */
+import { ValidationError } from './errors.js';
+import type { GenerateParameters, ValidatedParameters, ValidationLimits } from './types.js';
+
+export interface ValidateOptions {
+  /** The response is a token stream: `best_of` ≠ 1 and `decoder_input_details` are then refused. */
+  stream: boolean;
+  /** Source of the seed when the request has none; default `Math.random`. */
+  random?: () => number;
+  /**
+   * The request's `inputs`, on TGI routes. When this key is present (even as `undefined`), it is
+   * type-checked with the parameters and its emptiness is checked at TGI's rule 12 (after
+   * `top_n_tokens`, before `truncate`). Chat routes leave it out: their prompt comes from a template.
+   */
+  inputs?: unknown;
+}
+
+const U32_MAX = 4294967295;
+const I32 = 2147483648;
+
+/**
+ * Validate TGI's `parameters` (rules 1–13 and 17 of `Validation::validate`) and resolve the defaults.
+ * `undefined` or `null` is TGI's "parameters missing" path: `do_sample` true (pure multinomial
+ * sampling at temperature 1). When `parameters` is present, an omitted boolean is false.
+ *
+ * @throws ValidationError ("Input validation error: …", `param` = the field) on the first rule broken.
+ * @example
+ * validateParameters({ max_new_tokens: 5, top_p: 0.9 }, limits, { stream: true });
+ * // { sampling: { doSample: false, topP: 0.9, temperature: 1, …, seed: 5390917263011937 }, maxNewTokens: 5, … }
+ */
+export function validateParameters(
+  parameters: GenerateParameters | null | undefined,
+  limits: ValidationLimits,
+  options: ValidateOptions,
+): ValidatedParameters {
+  const checkInputs = Object.prototype.hasOwnProperty.call(options, 'inputs');
+  if (checkInputs && typeof options.inputs !== 'string') fail('`inputs` must be a string', 'inputs');
+  const missing = parameters === undefined || parameters === null;
+  if (!missing && (typeof parameters !== 'object' || Array.isArray(parameters))) {
+    fail('`parameters` must be an object', 'parameters');
+  }
+  const raw = (missing ? {} : parameters) as Record<string, unknown>;
+
+  // Types first, in the order of TGI's struct, as serde would reject them.
+  const bestOf = readInteger(raw, 'best_of', 0, Number.MAX_SAFE_INTEGER);
+  const temperature = readFloat(raw, 'temperature');
+  const repetitionPenalty = readFloat(raw, 'repetition_penalty');
+  const frequencyPenalty = readFloat(raw, 'frequency_penalty');
+  const topK = readInteger(raw, 'top_k', -I32, I32 - 1);
+  const topP = readFloat(raw, 'top_p');
+  const typicalP = readFloat(raw, 'typical_p');
+  const doSample = readBoolean(raw, 'do_sample') ?? missing;
+  const maxNewTokens = readInteger(raw, 'max_new_tokens', 0, U32_MAX);
+  const returnFullText = readBoolean(raw, 'return_full_text') ?? false;
+  const stop = readStop(raw);
+  const truncate = readInteger(raw, 'truncate', 0, Number.MAX_SAFE_INTEGER);
+  const watermark = readBoolean(raw, 'watermark') ?? false;
+  const details = readBoolean(raw, 'details') ?? false;
+  const decoderInputDetails = readBoolean(raw, 'decoder_input_details') ?? false;
+  const seed = readInteger(raw, 'seed', 0, Number.MAX_SAFE_INTEGER);
+  const topNTokens = readInteger(raw, 'top_n_tokens', 0, U32_MAX);
+  if (raw.adapter_id != null && typeof raw.adapter_id !== 'string') fail('`adapter_id` must be a string', 'adapter_id');
+
+  // best_of 0 behaves like 1, as on TGI's /generate.
+  const n = bestOf === null || bestOf === 0 ? 1 : bestOf;
+  if (options.stream && n !== 1) fail('`best_of` != 1 is not supported when streaming tokens', 'best_of');
+  if (options.stream && decoderInputDetails) {
+    fail('`decoder_input_details` == true is not supported when streaming tokens', 'decoder_input_details');
+  }
+  if (n > 1 && limits.maxBestOf === 1) fail('`best_of` != 1 is not allowed for this endpoint', 'best_of');
+  if (n > limits.maxBestOf) fail(`\`best_of\` must be > 0 and <= ${limits.maxBestOf}. Given: ${n}`, 'best_of');
+
+  // 1–11: TGI's Validation::validate. "Sampling" there means any sampling field is present.
+  const sampling = doSample || temperature !== null || topK !== null || topP !== null || typicalP !== null;
+  if (n > 1 && !sampling) fail('you must use sampling when `best_of` is > 1', 'best_of');
+  if (temperature !== null && temperature <= 0) fail('`temperature` must be strictly positive', 'temperature');
+  if (repetitionPenalty !== null && repetitionPenalty <= 0) {
+    fail('`repetition_penalty` must be strictly positive', 'repetition_penalty');
+  }
+  if (frequencyPenalty !== null && !(frequencyPenalty >= -2 && frequencyPenalty <= 2)) {
+    fail('`frequency_penalty` must be >= -2.0 and <= 2.0', 'frequency_penalty');
+  }
+  if (topP !== null && !(topP > 0 && topP <= 1)) fail('`top_p` must be > 0.0 and <= 1.0', 'top_p');
+  if (typicalP !== null && !(typicalP > 0 && typicalP <= 1)) fail('`typical_p` must be > 0.0 and <= 1.0', 'typical_p');
+  if (topK !== null && topK <= 0) fail('`top_k` must be strictly positive', 'top_k');
+  if (maxNewTokens === 0) fail('`max_new_tokens` must be strictly positive', 'max_new_tokens');
+  if (stop.length > limits.maxStopSequences) {
+    fail(`\`stop\` supports up to ${limits.maxStopSequences} stop sequences. Given: ${stop.length}`, 'stop');
+  }
+  if (seed !== null && n > 1) fail('`seed` must not be set when `best_of` > 1', 'seed');
+  if (topNTokens !== null && topNTokens > limits.maxTopNTokens) {
+    fail(`\`top_n_tokens\` must be >= 0 and <= ${limits.maxTopNTokens}. Given: ${topNTokens}`, 'top_n_tokens');
+  }
+  // 12–13; the token-count rules (14–16) follow in checkTokenBudget, once the prompt is tokenized.
+  if (checkInputs && options.inputs === '') fail('`inputs` cannot be empty', 'inputs');
+  if (truncate !== null && (truncate === 0 || truncate > limits.maxInputTokens)) {
+    fail(`\`truncate\` must be strictly positive and less than ${limits.maxInputTokens}. Given: ${truncate}`, 'truncate');
+  }
+  if (raw.grammar != null) fail('grammar is not supported', 'grammar');
+  if (watermark) fail('`watermark` is not supported', 'watermark');
+
+  return {
+    sampling: {
+      doSample,
+      temperature: temperature ?? 1,
+      topK: topK ?? 0,
+      topP: topP ?? 1,
+      typicalP: typicalP ?? 1,
+      repetitionPenalty: repetitionPenalty ?? 1,
+      frequencyPenalty: frequencyPenalty ?? 0,
+      seed: seed ?? Math.floor((options.random ?? Math.random)() * 2 ** 53),
+    },
+    maxNewTokens,
+    stop,
+    returnFullText,
+    details,
+    decoderInputDetails,
+    topNTokens: topNTokens ?? 0,
+    truncate,
+  };
+}
+
+/**
+ * TGI's token-count rules (14–16), checked where the prompt is tokenized: the total budget, then the
+ * input length, on the prompt as `truncate` leaves it (its last `truncate` tokens).
+ *
+ * @returns the effective `max_new_tokens` (absent: what the budget leaves) and how many leading
+ *   prompt tokens `truncate` drops.
+ * @example
+ * checkTokenBudget(10, { ...params, maxNewTokens: null, truncate: 4 }, { ...limits, maxTotalTokens: 20 });
+ * // { maxNewTokens: 16, dropLeading: 6 }
+ */
+export function checkTokenBudget(
+  inputLength: number,
+  params: ValidatedParameters,
+  limits: ValidationLimits,
+): { maxNewTokens: number; dropLeading: number } {
+  const length = params.truncate !== null ? Math.min(inputLength, params.truncate) : inputLength;
+  const maxNewTokens = params.maxNewTokens ?? Math.max(0, limits.maxTotalTokens - length);
+  if (length + maxNewTokens > limits.maxTotalTokens) {
+    fail(
+      `\`inputs\` tokens + \`max_new_tokens\` must be <= ${limits.maxTotalTokens}. ` +
+        `Given: ${length} \`inputs\` tokens and ${maxNewTokens} \`max_new_tokens\``,
+      'max_new_tokens',
+    );
+  }
+  if (length > limits.maxInputTokens) fail(`\`inputs\` must have less than ${limits.maxInputTokens} tokens. Given: ${length}`, 'inputs');
+  // Only reachable when maxInputTokens >= maxTotalTokens: a full prompt leaves no room for a token.
+  if (maxNewTokens === 0) fail(`\`inputs\` must have less than ${limits.maxTotalTokens} tokens. Given: ${length}`, 'inputs');
+  return { maxNewTokens, dropLeading: inputLength - length };
+}
+
+function fail(message: string, param: string): never {
+  throw new ValidationError(message, param);
+}
+
+function readFloat(raw: Record<string, unknown>, name: string): number | null {
+  const value = raw[name];
+  if (value == null) return null;
+  if (typeof value !== 'number' || !Number.isFinite(value)) fail(`\`${name}\` must be a finite number`, name);
+  return value;
+}
+
+function readInteger(raw: Record<string, unknown>, name: string, min: number, max: number): number | null {
+  const value = raw[name];
+  if (value == null) return null;
+  if (typeof value !== 'number' || !Number.isInteger(value)) fail(`\`${name}\` must be an integer`, name);
+  if (value < min || value > max) fail(`\`${name}\` must be an integer >= ${min} and <= ${max}. Given: ${value}`, name);
+  return value;
+}
+
+function readBoolean(raw: Record<string, unknown>, name: string): boolean | null {
+  const value = raw[name];
+  if (value == null) return null;
+  if (typeof value !== 'boolean') fail(`\`${name}\` must be a boolean`, name);
+  return value;
+}
+
+function readStop(raw: Record<string, unknown>): string[] {
+  const value = raw.stop;
+  if (value == null) return [];
+  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
+    fail('`stop` must be an array of strings', 'stop');
+  }
+  return [...value];
+}

@@ -1,0 +1,218 @@
+/**
+ * The model's tokenizer: `@huggingface/tokenizers` behind a small interface that speaks numbers and
+ * camelCase, adds character offsets for `/tokenize`, and reports bad files as `ModelLoadError`.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { ModelLoadError } from '../errors.js';
+import type { TokenizedToken } from '../types.js';
+import { IncrementalDetokenizer } from './detokenizer.js';
+
+/**
+ * The tokenizer as the engine and the HTTP layer use it.
+ *
+ * @example
+ * tokenizer.encode('Hello world'); // [1, 15043, 3186] with Llama's <s>
+ */
+export interface TextTokenizer {
+  /** `addSpecialTokens` (default true) applies the post-processor, e.g. Llama's leading `<s>`. */
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /** `skipSpecialTokens` defaults to false. Ids outside the vocabulary decode to nothing. */
+  decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
+  isSpecial(id: number): boolean;
+  /** Character offsets for TGI's /tokenize: [{id, text, start, stop}] where text = input.slice(start, stop) */
+  tokenizeWithOffsets(text: string): TokenizedToken[];
+  /** Including added tokens: one more than the highest id. */
+  readonly vocabSize: number;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  /** tokenizer_config.json contents ({} if absent). */
+  readonly config: Record<string, unknown>;
+}
+
+const FORMAT = 'a tokenizer in the Hugging Face tokenizers format (keys model, normalizer, pre_tokenizer, post_processor, decoder, added_tokens)';
+
+/**
+ * Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a model directory.
+ *
+ * @example
+ * const tokenizer = await loadTokenizer('./models/smollm2-135m-instruct');
+ * tokenizer.decode(tokenizer.encode('Hello')); // 'Hello'
+ */
+export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
+  const tokenizerPath = join(modelDir, 'tokenizer.json');
+  const tokenizerJson = await readJson(tokenizerPath, FORMAT);
+  if (tokenizerJson === undefined) {
+    throw new ModelLoadError(`${tokenizerPath} not found: expected ${FORMAT}`);
+  }
+  const configPath = join(modelDir, 'tokenizer_config.json');
+  const config = (await readJson(configPath, 'a JSON object of tokenizer settings')) ?? {};
+  return build(tokenizerJson, config, tokenizerPath);
+}
+
+/**
+ * The same as {@link loadTokenizer}, from already parsed files.
+ *
+ * @example
+ * const tokenizer = createTokenizer(JSON.parse(json), { eos_token: '</s>' });
+ */
+export function createTokenizer(tokenizerJson: object, tokenizerConfig: object = {}): TextTokenizer {
+  return build(tokenizerJson, tokenizerConfig, 'tokenizer.json');
+}
+
+/** Parsed JSON, or undefined when the file does not exist. */
+async function readJson(path: string, expected: string): Promise<object | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ModelLoadError(`Cannot read ${path}: ${(error as Error).message}`, error);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ModelLoadError(`Cannot parse ${path}: ${(error as Error).message}; expected ${expected}`, error);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ModelLoadError(`${path} is not a JSON object: expected ${expected}`);
+  }
+  return value;
+}
+
+function build(tokenizerJson: object, config: object, source: string): TextTokenizer {
+  try {
+    return new HfTextTokenizer(new Tokenizer(tokenizerJson, config), config as Record<string, unknown>);
+  } catch (error) {
+    throw new ModelLoadError(`${source} is not a usable tokenizer (${(error as Error).message}): expected ${FORMAT}`, error);
+  }
+}
+
+/**
+ * `bos_token` and friends are strings or AddedToken objects `{content, ...}` in tokenizer_config.json.
+ *
+ * @example
+ * tokenContent({ __type: 'AddedToken', content: '<s>' }); // '<s>'
+ */
+export function tokenContent(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'object' && value !== null && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return null;
+}
+
+class HfTextTokenizer implements TextTokenizer {
+  readonly vocabSize: number;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly #inner: Tokenizer;
+  readonly #special: Set<number>;
+
+  constructor(
+    inner: Tokenizer,
+    readonly config: Record<string, unknown>,
+  ) {
+    this.#inner = inner;
+    this.bosToken = tokenContent(config.bos_token);
+    this.eosToken = tokenContent(config.eos_token);
+    let maxId = -1;
+    for (const id of inner.get_vocab().values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    // The library skips the same set when decoding with skip_special_tokens.
+    this.#special = new Set([...inner.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.id));
+    const extra = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens : [];
+    for (const token of extra) {
+      const id = typeof token === 'string' ? inner.token_to_id(token) : undefined;
+      if (id !== undefined) this.#special.add(id);
+    }
+  }
+
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.#inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    // Like the Rust tokenizers (and so TGI), unknown ids are dropped; the library would crash on them.
+    const known = ids.filter((id) => this.#inner.id_to_token(id) !== undefined);
+    if (known.length === 0) return '';
+    // No clean-up of spaces before punctuation: TGI (Rust tokenizers) does none, and it would make
+    // streamed text differ from the final text, since it rewrites what was already sent.
+    return this.#inner.decode(known, {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: false,
+    });
+  }
+
+  isSpecial(id: number): boolean {
+    return this.#special.has(id);
+  }
+
+  tokenizeWithOffsets(text: string): TokenizedToken[] {
+    return tokenizeWithOffsets(this, text);
+  }
+}
+
+/**
+ * The JS tokenizer reports no offsets, so they are recovered by decoding the tokens one by one and
+ * aligning each piece of text with the input. Tokens added by the post-processor (bos/eos) span no
+ * input; the bytes of one character (byte fallback, byte-level BPE) all get that character's span.
+ */
+function tokenizeWithOffsets(tokenizer: TextTokenizer, text: string): TokenizedToken[] {
+  const all = tokenizer.encode(text);
+  const content = tokenizer.encode(text, { addSpecialTokens: false });
+  const found = findRun(all, content);
+  const first = found < 0 ? 0 : found;
+  const spans = contentSpans(tokenizer, text, found < 0 ? all : content);
+  return all.map((id, i) => {
+    const [start, stop] = spans[i - first] ?? (i < first ? [0, 0] : [text.length, text.length]);
+    return { id, text: text.slice(start, stop), start, stop };
+  });
+}
+
+/** Where `run` starts inside `ids`, or -1. */
+function findRun(ids: number[], run: number[]): number {
+  for (let i = 0; i + run.length <= ids.length; i++) {
+    if (run.every((id, j) => ids[i + j] === id)) return i;
+  }
+  return -1;
+}
+
+function contentSpans(tokenizer: TextTokenizer, text: string, ids: number[]): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  const detokenizer = new IncrementalDetokenizer(tokenizer, { skipSpecialTokens: false });
+  let cursor = 0;
+  let tokens = 0;
+  // The last `tokens` ids produced `piece`: the earlier ones are the leading bytes of its first character.
+  const place = (piece: string) => {
+    const [start, stop] = align(text, cursor, piece);
+    const head = Math.min(stop, start + ((text.codePointAt(start) ?? 0) > 0xffff ? 2 : 1));
+    for (let i = 1; i < tokens; i++) spans.push([start, head]);
+    spans.push([start, stop]);
+    cursor = stop;
+    tokens = 0;
+  };
+  for (const id of ids) {
+    tokens++;
+    const piece = detokenizer.push(id);
+    if (piece !== '') place(piece);
+  }
+  if (tokens > 0) place(detokenizer.flush());
+  return spans;
+}
+
+/**
+ * The span of `piece` in `text` at `cursor`. Decoders may drop or add a leading space (SentencePiece
+ * strips the first one), so whitespace is skipped on both sides; a piece that differs otherwise (a
+ * normalizer changed it) is given its own length.
+ */
+function align(text: string, cursor: number, piece: string): [number, number] {
+  if (text.startsWith(piece, cursor)) return [cursor, cursor + piece.length];
+  const trimmed = piece.trimStart();
+  let at = cursor;
+  while (at < text.length && /\s/.test(text[at])) at++;
+  if (text.startsWith(trimmed, at)) return [cursor, at + trimmed.length];
+  return [cursor, Math.min(text.length, cursor + piece.length)];
+}

@@ -1,0 +1,246 @@
+/**
+ * The public types of the core. Every module imports its shared types from here, and `src/index.ts`
+ * re-exports them, so a user sees one set of names.
+ */
+
+/** Why a sequence stopped, in TGI's words. OpenAI routes map `eos_token` and `stop_sequence` to `stop`. */
+export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
+
+/** TGI's `GenerateParameters` as it arrives on the wire (every field optional, snake_case). */
+export interface GenerateParameters {
+  best_of?: number | null;
+  do_sample?: boolean;
+  temperature?: number | null;
+  top_k?: number | null;
+  top_p?: number | null;
+  typical_p?: number | null;
+  repetition_penalty?: number | null;
+  frequency_penalty?: number | null;
+  seed?: number | null;
+  max_new_tokens?: number | null;
+  stop?: string[];
+  return_full_text?: boolean | null;
+  details?: boolean;
+  decoder_input_details?: boolean;
+  top_n_tokens?: number | null;
+  truncate?: number | null;
+  watermark?: boolean;
+  grammar?: unknown;
+  adapter_id?: string | null;
+}
+
+/** TGI's `GenerateRequest`. */
+export interface GenerateRequest {
+  inputs: string;
+  parameters?: GenerateParameters;
+}
+
+/** One chat message, as OpenAI and chat templates know it. */
+export interface ChatMessage {
+  role: string;
+  content?: string | null | Array<{ type: string; text?: string; [key: string]: unknown }>;
+  name?: string;
+  tool_calls?: unknown[];
+  tool_call_id?: string;
+  [key: string]: unknown;
+}
+
+/** A chat generation: the messages are rendered with the model's chat template in the engine. */
+export interface ChatGenerateRequest {
+  messages: ChatMessage[];
+  tools?: unknown[];
+  parameters?: GenerateParameters;
+}
+
+/** Limits the parameter validation enforces (TGI's router options). */
+export interface ValidationLimits {
+  maxBestOf: number;
+  maxStopSequences: number;
+  maxTopNTokens: number;
+  maxInputTokens: number;
+  maxTotalTokens: number;
+}
+
+/** Sampling settings of one sequence with every default resolved. */
+export interface SamplingParams {
+  doSample: boolean;
+  /** 1 means off. */
+  temperature: number;
+  /** 0 means off. */
+  topK: number;
+  /** 1 means off. */
+  topP: number;
+  /** 1 means off. */
+  typicalP: number;
+  /** 1 means off. */
+  repetitionPenalty: number;
+  /** 0 means off. */
+  frequencyPenalty: number;
+  /** Always assigned (random when the request gave none), and reported back. */
+  seed: number;
+}
+
+/**
+ * A request after parameter validation: every default resolved, a seed assigned. Token-count rules
+ * (input length, total budget, truncate) are checked later, where the prompt is tokenized.
+ */
+export interface ValidatedParameters {
+  sampling: SamplingParams;
+  /** null: fill the budget up to `maxTotalTokens - inputLength`. */
+  maxNewTokens: number | null;
+  stop: string[];
+  returnFullText: boolean;
+  details: boolean;
+  decoderInputDetails: boolean;
+  topNTokens: number;
+  truncate: number | null;
+}
+
+/** A generated or prompt token as TGI reports it. */
+export interface Token {
+  id: number;
+  text: string;
+  logprob: number;
+  special: boolean;
+}
+
+/** A prompt token; the first one has no logprob. */
+export interface PrefillToken {
+  id: number;
+  text: string;
+  logprob: number | null;
+}
+
+/** One streamed token. */
+export interface TokenEvent {
+  type: 'token';
+  /** 1-based position of the token in the generation. */
+  index: number;
+  token: Token;
+  /** The `top_n_tokens` most likely alternatives, when asked for. */
+  topTokens?: Token[];
+}
+
+/** Timings of a finished request, in milliseconds. */
+export interface GenerationTimings {
+  queueMs: number;
+  /** From the first forward pass to the end. */
+  inferenceMs: number;
+  /** From the first forward pass to the first token. */
+  firstTokenMs: number;
+}
+
+/** The last event: the final token, plus the whole result. */
+export interface EndEvent extends Omit<TokenEvent, 'type'> {
+  type: 'end';
+  generatedText: string;
+  finishReason: FinishReason;
+  generatedTokens: number;
+  seed: number;
+  inputLength: number;
+  /** Prompt tokens with logprobs; empty unless `decoder_input_details`. */
+  prefill: PrefillToken[];
+  /** Every generated token; empty unless `details`. */
+  tokens: Token[];
+  /** Alternatives for every step; empty unless `details` and `top_n_tokens`. */
+  topTokensPerStep: Token[][];
+  timings: GenerationTimings;
+}
+
+export type GenerationEvent = TokenEvent | EndEvent;
+
+/** Options of one generation call. */
+export interface GenerateOptions {
+  /** Aborting stops the sequence at the next decode step and frees its place. */
+  signal?: AbortSignal;
+  /** The caller streams the tokens; some parameters (`decoder_input_details`) are refused then, as TGI does. */
+  stream?: boolean;
+}
+
+/**
+ * What `engine.generate()` returns: iterate it for events. `accepted` settles once the engine has
+ * validated and queued the request (before any token), so an HTTP layer can answer 422 before it
+ * writes headers; it rejects with the same error the iteration would throw.
+ */
+export interface Generation extends AsyncIterable<GenerationEvent> {
+  readonly accepted: Promise<{ inputLength: number }>;
+}
+
+/** Options of `createEngine`. */
+export interface EngineOptions {
+  /** A model directory in the Hugging Face ONNX layout. */
+  model: string;
+  /** Which ONNX file: `fp32` (model.onnx, the default), `fp16`, `q8`, `int8`, `uint8`, `q4`, `q4f16`, `bnb4`. */
+  dtype?: string;
+  /** Intra-op threads for ONNX Runtime; default: ONNX Runtime's choice (the physical cores). */
+  threads?: number;
+  /** Most sequences decoded in one forward pass. */
+  maxBatchSize?: number;
+  /** Most prompt tokens prefilled in one forward pass. */
+  maxBatchPrefillTokens?: number;
+  /** KV budget of the running batch: the sum over sequences of prompt + max_new_tokens. */
+  maxBatchTotalTokens?: number;
+  /** Most prompt tokens per request; default `maxTotalTokens - 1`. */
+  maxInputTokens?: number;
+  /** Most prompt + generated tokens per request; default the model's `max_position_embeddings`. */
+  maxTotalTokens?: number;
+  maxStopSequences?: number;
+  maxTopNTokens?: number;
+  maxBestOf?: number;
+  /** The name reported as `model_id`; default the directory's base name. */
+  modelId?: string;
+}
+
+/** What the engine knows of its model, for `/info` and `/v1/models`. */
+export interface ModelInfo {
+  modelId: string;
+  modelDir: string;
+  onnxFile: string;
+  modelType: string;
+  vocabSize: number;
+  maxPositionEmbeddings: number;
+  eosTokenIds: number[];
+  kvDtype: 'float32' | 'float16';
+  hasChatTemplate: boolean;
+  limits: ValidationLimits;
+  maxBatchSize: number;
+  maxBatchPrefillTokens: number;
+  maxBatchTotalTokens: number;
+}
+
+/** Live counters of the scheduler. */
+export interface EngineStats {
+  queueSize: number;
+  batchSize: number;
+  /** Token reservation of the running batch. */
+  batchReservedTokens: number;
+  healthy: boolean;
+}
+
+/** A token of `/tokenize`: character offsets into the input. */
+export interface TokenizedToken {
+  id: number;
+  text: string;
+  start: number;
+  stop: number;
+}
+
+/** Options of `engine.close()`. */
+export interface CloseOptions {
+  /** Let running generations finish for up to this long before they are ended with an error. Default 0. */
+  drainTimeoutMs?: number;
+}
+
+/** The engine as everything above it (HTTP handler, adapters, users) sees it. */
+export interface Engine {
+  readonly info: ModelInfo;
+  /** Generate from a prompt. Errors (validation, cancellation, failures) are thrown from `accepted` and from the iteration. */
+  generate(request: GenerateRequest, options?: GenerateOptions): Generation;
+  /** Generate from chat messages rendered with the model's chat template. */
+  chat(request: ChatGenerateRequest, options?: GenerateOptions): Generation;
+  /** Render chat messages to the prompt text the model sees. */
+  applyChatTemplate(messages: ChatMessage[], options?: { tools?: unknown[]; addGenerationPrompt?: boolean }): Promise<string>;
+  tokenize(text: string): Promise<TokenizedToken[]>;
+  stats(): EngineStats;
+  close(options?: CloseOptions): Promise<void>;
+}

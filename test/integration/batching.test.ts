@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/engine/engine.js';
+import { ensureFixtureModel } from '../../src/fixture/index.js';
+import type { Engine, GenerateParameters, GenerationEvent } from '../../src/types.js';
+
+let engine: Engine;
+let maxBatchSeen = 0;
+
+interface Job {
+  inputs: string;
+  parameters: GenerateParameters;
+  /** Start once the first job has produced this many tokens: rows join at different steps. */
+  startAfter: number;
+}
+
+/** Runs a generation and records token ids and logprobs; `onToken` lets a test act mid-stream. */
+async function tokens(
+  inputs: string,
+  parameters: GenerateParameters,
+  onToken?: (count: number) => void,
+  signal?: AbortSignal,
+): Promise<{ ids: number[]; logprobs: number[] }> {
+  const ids: number[] = [];
+  const logprobs: number[] = [];
+  for await (const event of engine.generate({ inputs, parameters }, { signal }) as AsyncIterable<GenerationEvent>) {
+    ids.push(event.token.id);
+    logprobs.push(event.token.logprob);
+    maxBatchSeen = Math.max(maxBatchSeen, engine.stats().batchSize);
+    onToken?.(ids.length);
+  }
+  return { ids, logprobs };
+}
+
+/** Starts every job when the leader reaches its `startAfter` token count; resolves with all results. */
+async function staggered(jobs: Job[]) {
+  const starts = jobs.map(() => {
+    let go!: () => void;
+    const started = new Promise<void>((resolve) => (go = resolve));
+    return { started, go };
+  });
+  const results = jobs.map(async (job, i) => {
+    await starts[i].started;
+    return tokens(job.inputs, job.parameters);
+  });
+  starts[0].go();
+  const leader = tokens(jobs[0].inputs, jobs[0].parameters, (count) => {
+    jobs.forEach((job, i) => i > 0 && count === job.startAfter && starts[i].go());
+  });
+  return [await leader, ...(await Promise.all(results.slice(1)))];
+}
+
+const JOBS: Job[] = [
+  { inputs: 'Once upon a time there was', parameters: { max_new_tokens: 40 }, startAfter: 0 },
+  { inputs: 'Hi', parameters: { max_new_tokens: 12 }, startAfter: 3 },
+  { inputs: 'A much longer prompt that has quite a few more tokens than the others do', parameters: { max_new_tokens: 25 }, startAfter: 3 },
+  { inputs: 'Short one', parameters: { max_new_tokens: 5 }, startAfter: 10 },
+  { inputs: 'Late joiner', parameters: { max_new_tokens: 20 }, startAfter: 20 },
+];
+
+beforeAll(async () => {
+  engine = await createEngine({ model: await ensureFixtureModel('tiny') });
+});
+
+afterAll(async () => {
+  await engine?.close();
+});
+
+describe('continuous batching', () => {
+  it('gives every greedy request the tokens it gets alone, while others join and leave', async () => {
+    // Trailing rows (job 0) start first; the job list is also run with job 0 last-started by the staggering itself.
+    const alone: Array<{ ids: number[]; logprobs: number[] }> = [];
+    for (const job of JOBS) alone.push(await tokens(job.inputs, { ...job.parameters, do_sample: false }));
+    maxBatchSeen = 0;
+    const together = await staggered(JOBS.map((j) => ({ ...j, parameters: { ...j.parameters, do_sample: false } })));
+    expect(maxBatchSeen).toBeGreaterThanOrEqual(3);
+    together.forEach((result, i) => {
+      expect(result.ids).toEqual(alone[i].ids);
+      result.logprobs.forEach((lp, k) => expect(Math.abs(lp - alone[i].logprobs[k])).toBeLessThanOrEqual(1e-4));
+    });
+  });
+
+  it('gives every seeded sample the tokens it gets alone', async () => {
+    const jobs = JOBS.map((j, i) => ({ ...j, parameters: { ...j.parameters, do_sample: true, temperature: 1.3, top_k: 50, seed: 100 + i } }));
+    const alone: Array<{ ids: number[]; logprobs: number[] }> = [];
+    for (const job of jobs) alone.push(await tokens(job.inputs, job.parameters));
+    const together = await staggered(jobs);
+    together.forEach((result, i) => expect(result.ids).toEqual(alone[i].ids));
+  });
+
+  it('leaves the other rows unchanged when one is cancelled mid-batch', async () => {
+    const params = { max_new_tokens: 30, do_sample: false };
+    const aloneA = await tokens('First stream', params);
+    const aloneB = await tokens('Second stream, longer prompt', params);
+    const controller = new AbortController();
+    const cancelled = tokens('Cancelled stream', params, (n) => n === 5 && controller.abort(), controller.signal).catch((e) => e);
+    const [a, b] = await Promise.all([tokens('First stream', params), tokens('Second stream, longer prompt', params)]);
+    expect((await cancelled).name).toBe('AbortError');
+    expect(a.ids).toEqual(aloneA.ids);
+    expect(b.ids).toEqual(aloneB.ids);
+    await expect.poll(() => engine.stats().batchSize, { timeout: 2000 }).toBe(0);
+  });
+});

@@ -1,0 +1,255 @@
+import { readFileSync } from 'node:fs';
+import OpenAI from 'openai';
+import { describe, expect, it } from 'vitest';
+import { InferenceError, ValidationError } from '../../src/errors.js';
+import { ChatChunkEncoder, chatCompletionResponse, parseChatRequest } from '../../src/protocol/openai-chat.js';
+import type { GenerationEvent } from '../../src/types.js';
+import { endOf, eosSequence, lengthSequence } from '../fixtures/sse/events.js';
+
+const golden = (name: string) => readFileSync(new URL(`../fixtures/sse/${name}`, import.meta.url), 'utf8');
+const identity = { id: 'chatcmpl-test', created: 1_700_000_000, model: 'tiny' };
+const user = [{ role: 'user', content: 'Hi' }];
+
+function encode(events: GenerationEvent[], opts: { includeUsage: boolean; logprobs: boolean }): string {
+  const encoder = new ChatChunkEncoder({ ...identity, ...opts });
+  return events.flatMap((e) => encoder.push(e)).join('');
+}
+
+/** A real openai client whose every request is answered with `body`. */
+function clientAnswering(body: string): OpenAI {
+  return new OpenAI({
+    apiKey: 'test',
+    baseURL: 'http://127.0.0.1:1/v1',
+    maxRetries: 0,
+    fetch: async () => new Response(body, { headers: { 'content-type': 'text/event-stream' } }),
+  });
+}
+
+describe('ChatChunkEncoder golden streams', () => {
+  it('sends role first, one chunk per text token, delta {} with finish_reason, then [DONE]; eos maps to stop', () => {
+    expect(encode(eosSequence(), { includeUsage: false, logprobs: false })).toBe(golden('chat-stream.sse'));
+  });
+
+  it('with include_usage: usage null on every chunk, then a choices:[] usage chunk', () => {
+    expect(encode(eosSequence(), { includeUsage: true, logprobs: false })).toBe(golden('chat-stream-usage.sse'));
+  });
+
+  it('with logprobs: OpenAI layout with UTF-8 bytes and top_logprobs; length stays length', () => {
+    expect(encode(lengthSequence({ topTokens: true }), { includeUsage: false, logprobs: true })).toBe(
+      golden('chat-stream-logprobs.sse'),
+    );
+  });
+
+  it('sends the role chunk even when the first event is the end', () => {
+    const end = endOf(eosSequence());
+    const frames = new ChatChunkEncoder({ ...identity, includeUsage: false, logprobs: false }).push(end);
+    expect(frames).toHaveLength(3);
+    expect(frames[0]).toContain('"delta":{"role":"assistant","content":""}');
+    expect(frames[1]).toContain('"finish_reason":"stop"');
+    expect(frames[2]).toBe('data: [DONE]\n\n');
+  });
+
+  it('sends no chunk for a token with empty text, and refuses events after the end', () => {
+    const encoder = new ChatChunkEncoder({ ...identity, includeUsage: false, logprobs: false });
+    encoder.push({ type: 'token', index: 1, token: { id: 1, text: 'a', logprob: -1, special: false } });
+    expect(encoder.push({ type: 'token', index: 2, token: { id: 2, text: '', logprob: -1, special: false } })).toEqual([]);
+    encoder.push(endOf(eosSequence()));
+    expect(() => encoder.push(endOf(eosSequence()))).toThrow(/after the end event/);
+  });
+});
+
+describe('the openai SDK reads our chat stream', () => {
+  it('iterates the chunks of create({ stream: true }) and stops at [DONE]', async () => {
+    const client = clientAnswering(encode(eosSequence(), { includeUsage: true, logprobs: false }));
+    const stream = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], stream: true });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? null)).toEqual(['', ' Hi', '!', null, null]);
+    expect(new Set(chunks.map((c) => c.id))).toEqual(new Set(['chatcmpl-test']));
+    expect(chunks.at(-1)?.usage).toEqual({ prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 });
+  });
+
+  it('assembles a final completion with .stream().finalChatCompletion(), logprobs included', async () => {
+    const client = clientAnswering(encode(lengthSequence({ topTokens: true }), { includeUsage: true, logprobs: true }));
+    const final = await client.chat.completions
+      .stream({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], logprobs: true, top_logprobs: 2 })
+      .finalChatCompletion();
+    expect(final.id).toBe('chatcmpl-test');
+    expect(final.choices[0].message.role).toBe('assistant');
+    expect(final.choices[0].message.content).toBe(' Hello café');
+    expect(final.choices[0].finish_reason).toBe('length');
+    expect(final.choices[0].logprobs?.content?.map((l) => l.token)).toEqual([' Hello', ' caf', 'é']);
+    expect(final.usage?.total_tokens).toBe(7);
+  });
+});
+
+describe('chatCompletionResponse', () => {
+  it('is an OpenAI chat.completion with usage', () => {
+    const body = chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false });
+    expect(JSON.stringify(body)).toBe(
+      '{"id":"chatcmpl-test","object":"chat.completion","created":1700000000,"model":"tiny","choices":[{"index":0,' +
+        '"message":{"role":"assistant","content":" Hi!","refusal":null},"logprobs":null,"finish_reason":"stop"}],' +
+        '"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}',
+    );
+  });
+
+  it('lists logprobs of every non-special token with its alternatives', () => {
+    const body = chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: true });
+    expect(body.choices[0].logprobs).toEqual({
+      content: [
+        { token: ' Hi', logprob: -0.5, bytes: [32, 72, 105], top_logprobs: [] },
+        { token: '!', logprob: -0.75, bytes: [33], top_logprobs: [] },
+      ],
+      refusal: null,
+    });
+    const withTop = chatCompletionResponse(endOf(lengthSequence({ details: true, topTokens: true })), { ...identity, logprobs: true });
+    expect(withTop.choices[0].logprobs?.content[1].top_logprobs.map((t) => t.token)).toEqual([' caf', ' tea']);
+  });
+});
+
+describe('parseChatRequest', () => {
+  const reject = (body: unknown, limits = {}) => {
+    try {
+      parseChatRequest(body, limits);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ValidationError);
+      return err as InferenceError;
+    }
+    throw new Error('expected a ValidationError');
+  };
+
+  it('defaults to OpenAI sampling (temperature 1), no stream, no usage, no logprobs', () => {
+    expect(parseChatRequest({ messages: user })).toEqual({
+      messages: user,
+      parameters: { do_sample: true },
+      stream: false,
+      includeUsage: false,
+      logprobs: false,
+      topLogprobs: 0,
+    });
+  });
+
+  it('maps the OpenAI sampling fields to TGI parameters', () => {
+    const parsed = parseChatRequest({
+      model: 'tiny',
+      messages: user,
+      temperature: 0.7,
+      top_p: 0.9,
+      max_tokens: 20,
+      stop: ['\n', 'END'],
+      seed: 3,
+      frequency_penalty: 0.5,
+      presence_penalty: 0,
+      n: 1,
+      logit_bias: {},
+      user: 'ignored',
+    });
+    expect(parsed.model).toBe('tiny');
+    expect(parsed.parameters).toEqual({
+      do_sample: true,
+      temperature: 0.7,
+      top_p: 0.9,
+      max_new_tokens: 20,
+      stop: ['\n', 'END'],
+      seed: 3,
+      frequency_penalty: 0.5,
+    });
+  });
+
+  it('makes temperature 0 and top_p 0 greedy, dropping the warpers but keeping the penalties', () => {
+    const greedy = { do_sample: false, repetition_penalty: 1.1 };
+    expect(parseChatRequest({ messages: user, temperature: 0, top_p: 0.5, top_k: 4, repetition_penalty: 1.1 }).parameters).toEqual(greedy);
+    expect(parseChatRequest({ messages: user, top_p: 0, repetition_penalty: 1.1 }).parameters).toEqual(greedy);
+  });
+
+  it('treats top_p 1 as off, a stop string as one sequence, and max_completion_tokens over max_tokens', () => {
+    expect(parseChatRequest({ messages: user, top_p: 1, stop: 'x', max_tokens: 9, max_completion_tokens: 4 }).parameters).toEqual({
+      do_sample: true,
+      stop: ['x'],
+      max_new_tokens: 4,
+    });
+  });
+
+  it('treats null fields as absent, as OpenAI clients send them', () => {
+    expect(parseChatRequest({ messages: user, temperature: null, stop: null, n: null, seed: null }).parameters).toEqual({ do_sample: true });
+  });
+
+  it('passes TGI extensions (top_k, typical_p, repetition_penalty, truncate, watermark) through', () => {
+    const params = { top_k: 5, typical_p: 0.5, repetition_penalty: 1.2, truncate: 10, watermark: false };
+    expect(parseChatRequest({ messages: user, ...params }).parameters).toEqual({ do_sample: true, ...params });
+  });
+
+  it('turns logprobs into details and top_logprobs into top_n_tokens', () => {
+    const parsed = parseChatRequest({ messages: user, logprobs: true, top_logprobs: 3 });
+    expect(parsed.parameters).toEqual({ do_sample: true, details: true, top_n_tokens: 3 });
+    expect([parsed.logprobs, parsed.topLogprobs]).toEqual([true, 3]);
+  });
+
+  it('reads stream and stream_options.include_usage', () => {
+    const parsed = parseChatRequest({ messages: user, stream: true, stream_options: { include_usage: true } });
+    expect([parsed.stream, parsed.includeUsage]).toEqual([true, true]);
+  });
+
+  it('keeps tools for the template unless tool_choice is none; accepts response_format text', () => {
+    const tools = [{ type: 'function', function: { name: 'f', parameters: {} } }];
+    expect(parseChatRequest({ messages: user, tools, tool_choice: 'auto', response_format: { type: 'text' } }).tools).toEqual(tools);
+    expect(parseChatRequest({ messages: user, tools, tool_choice: 'none' }).tools).toBeUndefined();
+    expect(parseChatRequest({ messages: user, tools: [] }).tools).toBeUndefined();
+  });
+
+  it('accepts text content parts, null content and extra message fields', () => {
+    const messages = [
+      { role: 'system', content: [{ type: 'text', text: 'Be brief.' }] },
+      { role: 'assistant', content: null, tool_calls: [{ id: '1' }] },
+      { role: 'tool', content: 'ok', tool_call_id: '1' },
+    ];
+    expect(parseChatRequest({ messages }).messages).toEqual(messages);
+  });
+
+  it.each([
+    [{}, 'messages', /missing field `messages`/],
+    [{ messages: [] }, 'messages', /non-empty array/],
+    [{ messages: 'Hi' }, 'messages', /non-empty array, got a string/],
+    [{ messages: ['Hi'] }, 'messages[0]', /must be an object/],
+    [{ messages: [{ content: 'Hi' }] }, 'messages[0].role', /role` must be a non-empty string/],
+    [{ messages: [{ role: 'user', content: 3 }] }, 'messages[0].content', /string or an array of content parts/],
+    [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0]', /text only. Given: "image_url"/],
+    [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'messages[0].content[0].text', /must be a string/],
+    [{ messages: user, n: 2 }, 'n', /`n` must be 1.*Given: 2/],
+    [{ messages: user, presence_penalty: 0.5 }, 'presence_penalty', /not supported; use `frequency_penalty`/],
+    [{ messages: user, logit_bias: { '50256': -100 } }, 'logit_bias', /not supported/],
+    [{ messages: user, temperature: 2.5 }, 'temperature', /must be >= 0 and <= 2. Given: 2.5/],
+    [{ messages: user, temperature: '1' }, 'temperature', /must be a number, got a string/],
+    [{ messages: user, top_p: 1.5 }, 'top_p', /<= 1/],
+    [{ messages: user, max_tokens: 0 }, 'max_tokens', />= 1/],
+    [{ messages: user, max_completion_tokens: 2.5 }, 'max_completion_tokens', /integer/],
+    [{ messages: user, stop: [1] }, 'stop', /string or an array of strings/],
+    [{ messages: user, seed: -1 }, 'seed', />= 0/],
+    [{ messages: user, frequency_penalty: 3 }, 'frequency_penalty', /<= 2/],
+    [{ messages: user, top_logprobs: 2 }, 'top_logprobs', /requires `logprobs` to be true/],
+    [{ messages: user, logprobs: true, top_logprobs: 21 }, 'top_logprobs', /<= 20/],
+    [{ messages: user, logprobs: 'yes' }, 'logprobs', /boolean/],
+    [{ messages: user, stream_options: { include_usage: true } }, 'stream_options', /only allowed when `stream` is true/],
+    [{ messages: user, stream: true, stream_options: { include_usage: 1 } }, 'stream_options.include_usage', /boolean/],
+    [{ messages: user, tools: {} }, 'tools', /array of objects/],
+    [{ messages: user, tool_choice: 'required' }, 'tool_choice', /"auto" or "none"/],
+    [{ messages: user, tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', /"auto" or "none"/],
+    [{ messages: user, response_format: { type: 'json_object' } }, 'response_format', /"json_object" is not supported/],
+    [{ messages: user, model: 3 }, 'model', /string/],
+  ])('rejects %j with param %s', (body, param, message) => {
+    const err = reject(body);
+    expect(err.param).toBe(param);
+    expect(err.message).toMatch(message);
+    expect(err.status).toBe(422);
+  });
+
+  it('checks stop and top_logprobs against the server limits, naming the OpenAI field', () => {
+    const stop = reject({ messages: user, stop: ['a', 'b', 'c'] }, { maxStopSequences: 2 });
+    expect([stop.param, stop.message]).toEqual(['stop', 'Input validation error: `stop` supports up to 2 stop sequences. Given: 3']);
+    expect(reject({ messages: user, logprobs: true, top_logprobs: 6 }, { maxTopNTokens: 5 }).param).toBe('top_logprobs');
+  });
+
+  it('rejects a body that is not an object', () => {
+    expect(reject([user]).message).toMatch(/JSON object/);
+  });
+});
