@@ -36,7 +36,8 @@ class Model {
   /** Runs rows of equal length `ids` over `past` (null: empty) with a 0/1 `mask` per row over past + new. */
   async run(ids: number[][], mask: number[][], past: ort.Tensor[] | null): Promise<Step> {
     const [batch, seq, total] = [ids.length, ids[0].length, mask[0].length];
-    const int64 = (rows: number[][], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), dims);
+    const int64 = (rows: number[][], dims: number[]) =>
+      new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), dims);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: int64(ids, [batch, seq]),
       attention_mask: int64(mask, [batch, total]),
@@ -49,13 +50,17 @@ class Model {
       feeds[pastName(i)] = past?.[i] ?? new ort.Tensor(this.kvType, empty, [batch, kvHeads, 0, headDim]);
     }
     const out = await this.session.run(feeds);
-    const data = out.logits.type === 'float16' ? halfToFloat(out.logits.data as Uint16Array) : (out.logits.data as Float32Array);
+    const data =
+      out.logits.type === 'float16' ? halfToFloat(out.logits.data as Uint16Array) : (out.logits.data as Float32Array);
     const logits = ids.map((_, b) => data.slice((b * seq + seq - 1) * vocab, (b * seq + seq) * vocab));
-    return { logits, present: Array.from({ length: 2 * layers }, (_, i) => out[pastName(i).replace('past_key_values', 'present')]) };
+    const present = Array.from({ length: 2 * layers }, (_, i) => out[presentName(i)]);
+    return { logits, present };
   }
 }
 
+/** The i-th cache tensor in the order key 0, value 0, key 1, ... */
 const pastName = (i: number) => `past_key_values.${i >> 1}.${i & 1 ? 'value' : 'key'}`;
+const presentName = (i: number) => `present.${i >> 1}.${i & 1 ? 'value' : 'key'}`;
 
 /** cumsum(mask) - 1, with padding at 0: what a caller feeds as position_ids. */
 function positionsOf(mask: number[]): number[] {
@@ -90,7 +95,11 @@ function argmax(values: Float32Array): number {
 const ones = (n: number) => new Array<number>(n).fill(1);
 
 /** Greedy decoding of one sequence with the cache: the last-position logits of the prompt and of each step. */
-async function cachedGreedy(model: Model, prompt: number[], steps: number): Promise<{ ids: number[]; logits: Float32Array[] }> {
+async function cachedGreedy(
+  model: Model,
+  prompt: number[],
+  steps: number,
+): Promise<{ ids: number[]; logits: Float32Array[] }> {
   const ids = [...prompt];
   let step = await model.run([prompt], [ones(prompt.length)], null);
   const logits = [step.logits[0]];
@@ -103,7 +112,12 @@ async function cachedGreedy(model: Model, prompt: number[], steps: number): Prom
 }
 
 /** Prefill of two left-padded prompts, then `steps` decode steps feeding each row its solo greedy tokens. */
-async function paddedBatch(model: Model, prompts: number[][], next: number[][], steps: number): Promise<Float32Array[][]> {
+async function paddedBatch(
+  model: Model,
+  prompts: number[][],
+  next: number[][],
+  steps: number,
+): Promise<Float32Array[][]> {
   const width = Math.max(...prompts.map((p) => p.length));
   const mask = prompts.map((p) => [...new Array<number>(width - p.length).fill(0), ...ones(p.length)]);
   const padded = prompts.map((p) => [...new Array<number>(width - p.length).fill(0), ...p]);

@@ -107,9 +107,11 @@ describe('fixture CLI', () => {
 
   it('writes the variant it is asked for', async () => {
     const out = join(root, 'cli');
-    const args = ['--size', 'tiny', '--out', out, '--seed', '5', '--kv-dtype', 'float16', '--no-position-ids', '--external-data'];
+    const args = ['--size', 'tiny', '--out', out, '--seed', '5', '--kv-dtype', 'float16'];
+    args.push('--no-position-ids', '--external-data');
     expect(await main(args, () => {})).toBe(0);
-    expect(await readJson(out, 'fixture.json')).toMatchObject({ seed: 5, kvDtype: 'float16', positionIds: false, externalData: true });
+    const stamp = await readJson(out, 'fixture.json');
+    expect(stamp).toMatchObject({ seed: 5, kvDtype: 'float16', positionIds: false, externalData: true });
     expect((await readdir(join(out, 'onnx'))).sort()).toEqual(['model_fp16.onnx', 'model_fp16.onnx_data']);
   });
 });
