@@ -81,7 +81,7 @@ export function validateParameters(
     fail('`decoder_input_details` == true is not supported when streaming tokens', 'decoder_input_details');
   }
   if (n > 1 && limits.maxBestOf === 1) fail('`best_of` != 1 is not allowed for this endpoint', 'best_of');
-  if (n > limits.maxBestOf) fail(`\`best_of\` must be > 0 and <= ${limits.maxBestOf}. Given: ${n}`, 'best_of');
+  if (n > 1 && n > limits.maxBestOf) fail(`\`best_of\` must be > 0 and <= ${limits.maxBestOf}. Given: ${n}`, 'best_of');
 
   // 1–11: TGI's Validation::validate. "Sampling" there means any sampling field is present.
   const sampling = doSample || temperature !== null || topK !== null || topP !== null || typicalP !== null;

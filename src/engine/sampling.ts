@@ -1,8 +1,8 @@
 /**
- * Choosing the next token, as TGI's Python server does (`HeterogeneousNextTokenChooser`, tokens.py):
- * logits processors in a fixed order, then greedy argmax or a seeded multinomial draw, with the
- * logprobs of the processed distribution. One row is 49152 floats and this runs per token per
- * sequence, so every step is O(V) without a full sort, on shared scratch buffers.
+ * Choosing the next token as TGI's Python server does (`HeterogeneousNextTokenChooser`, tokens.py):
+ * logits processors in a fixed order, then greedy argmax or a seeded multinomial draw, with logprobs
+ * of the processed distribution. A row is 49152 floats and this runs per token per sequence, so
+ * every step is a few O(V) passes (no full sort) over shared scratch buffers.
  */
 import type { SamplingParams } from '../types.js';
 import { createRng } from './prng.js';
@@ -25,38 +25,31 @@ export interface TokenChoice {
 }
 
 export interface SequenceSampler {
-  /** Process `logits` (modified in place), choose a token. Does not record it: call `accept`. */
+  /** Process `logits` (modified in place) and choose a token. Does not record it: call `accept`. */
   next(logits: Float32Array, topN: number): TokenChoice;
   /** Record a generated token for the penalties. */
   accept(id: number): void;
 }
 
 const F32_MAX = 3.4028234663852886e38;
+const BUCKETS = 2048;
+/** Up to this many, a sorted list beats a histogram for the k largest. */
+const SHORT_LIST = 64;
 const STEPS = new Float64Array(64).map((_, j) => 2 ** (j / 64));
 const OCTAVES = new Float64Array(1076).map((_, k) => 2 ** -k);
 
-/**
- * e^x for x <= 0, 3–4× faster than Math.exp (relative error < 1e-13): 2^(n/64) from two tables
- * times a degree-4 polynomial for the rest, |r| <= ln2/128. Softmax over 49152 logits is the hot loop.
- */
-function expNonPositive(x: number): number {
-  const t = x * 92.33248261689366; // 64 / ln 2
-  if (!(t > -68800)) return 0; // below 2^-1075, or NaN
-  const n = Math.floor(t + 0.5);
-  const r = (t - n) * 0.010830424696249145; // ln 2 / 64
-  return STEPS[n & 63] * OCTAVES[-(n >> 6)] * (1 + r * (1 + r * (0.5 + r * (0.16666666666666666 + r * 0.041666666666666664))));
+/** Buffers shared by every sampler: `next` is synchronous, so two calls never use them at once. */
+type Scratch = ReturnType<typeof allocate>;
+let shared = allocate(0);
+
+function allocate(size: number) {
+  const [indices, spare, a, b] = [new Int32Array(size), new Int32Array(size), new Float64Array(size), new Float64Array(size)];
+  return { indices, spare, a, b, bucketMass: new Float64Array(BUCKETS), bucketCount: new Int32Array(BUCKETS) };
 }
 
-// Shared by every sampler: `next` is synchronous, so no two calls ever use them at once.
-let indices = new Int32Array(0);
-let scratchA = new Float64Array(0);
-let scratchB = new Float64Array(0);
-
-function scratch(size: number): void {
-  if (indices.length >= size) return;
-  indices = new Int32Array(size);
-  scratchA = new Float64Array(size);
-  scratchB = new Float64Array(size);
+function scratch(size: number): Scratch {
+  if (shared.indices.length < size) shared = allocate(size);
+  return shared;
 }
 
 /** TGI's test: do_sample, or any warper away from its neutral value. */
@@ -94,8 +87,8 @@ export function repetitionPenalty(penalty: number): LogitsProcessor {
 }
 
 /**
- * TGI's `HeterogeneousFrequencyPenaltyLogitsProcessor`: the count of each token over prompt and
- * generated tokens, divided by their number (unlike OpenAI's raw count), times the penalty.
+ * TGI's `HeterogeneousFrequencyPenaltyLogitsProcessor`: each token's count over prompt and generated
+ * tokens, divided by their number (OpenAI uses the raw count), times the penalty.
  */
 export function frequencyPenalty(penalty: number): LogitsProcessor {
   return (logits, { counts, total }) => {
@@ -103,21 +96,28 @@ export function frequencyPenalty(penalty: number): LogitsProcessor {
   };
 }
 
+/** Divides every logit; clamped, so that a tiny temperature cannot make Infinity (and a NaN softmax). */
 export function temperature(value: number): LogitsProcessor {
-  // Clamped: a tiny temperature must not turn logits into Infinity (and the softmax into NaN).
   return (logits) => {
     for (let i = 0; i < logits.length; i++) logits[i] = Math.min(logits[i] / value, F32_MAX);
   };
 }
 
-/** Keeps logits >= the k-th largest (ties at the k-th stay, as in TGI). */
+/** Keeps logits >= the k-th largest (ties with the k-th stay, as in TGI). */
 export function topK(k: number): LogitsProcessor {
   return (logits) => {
-    if (k >= logits.length) return;
-    scratch(logits.length);
-    const n = fillIndices(logits.length);
-    for (let i = 0; i < logits.length; i++) scratchA[i] = logits[i];
-    const kth = selectHead(n, scratchA, null, k).key;
+    let kth: number;
+    if (k <= SHORT_LIST) {
+      const { values } = largest(logits, k);
+      if (values.length < k) return;
+      kth = values[k - 1];
+    } else {
+      const s = scratch(logits.length);
+      let n = 0;
+      for (let i = 0; i < logits.length; i++) if (logits[i] > -Infinity) s.indices[n++] = i;
+      if (k >= n) return;
+      kth = findCut(s, n, logits, null, k).key;
+    }
     for (let i = 0; i < logits.length; i++) if (logits[i] < kth) logits[i] = -Infinity;
   };
 }
@@ -125,12 +125,16 @@ export function topK(k: number): LogitsProcessor {
 /** Nucleus: keeps the smallest set of most likely tokens whose probability reaches `p` (at least one). */
 export function topP(p: number): LogitsProcessor {
   return (logits) => {
-    scratch(logits.length);
+    const s = scratch(logits.length);
     // Unnormalised weights against p × their sum: the same cut as on probabilities, one pass fewer.
-    const { sum } = expInto(logits, scratchA);
-    const n = candidates(logits, scratchA);
-    const { count } = selectHead(n, scratchA, scratchA, p * sum);
-    for (let j = count; j < n; j++) logits[indices[j]] = -Infinity;
+    // Tokens under (1 − p) / V of the mass weigh less than 1 − p together: they are cut, unsorted.
+    const { sum } = expInto(logits, s.a);
+    const n = candidates(logits, s.a, s.indices, ((1 - p) * sum) / logits.length);
+    const { key, ties } = findCut(s, n, logits, s.a, p * sum);
+    let tiesLeft = ties;
+    for (let i = 0; i < logits.length; i++) {
+      if (logits[i] < key || (logits[i] === key && tiesLeft-- <= 0)) logits[i] = -Infinity;
+    }
   };
 }
 
@@ -140,8 +144,8 @@ export function topP(p: number): LogitsProcessor {
  */
 export function typicalP(mass: number): LogitsProcessor {
   return (logits) => {
-    scratch(logits.length);
-    const probs = scratchA;
+    const s = scratch(logits.length);
+    const { a: probs, b: keys } = s;
     const { max, sum } = expInto(logits, probs);
     const logZ = max + Math.log(sum);
     let entropy = 0;
@@ -149,12 +153,10 @@ export function typicalP(mass: number): LogitsProcessor {
       probs[i] /= sum;
       if (probs[i] > 0) entropy -= probs[i] * (logits[i] - logZ);
     }
-    // Keys negated, so that selectHead's "largest first" is "most typical first".
-    for (let i = 0; i < logits.length; i++) scratchB[i] = probs[i] > 0 ? -Math.abs(logZ - logits[i] - entropy) : -Infinity;
-    const n = candidates(logits, probs);
-    const { count, key } = selectHead(n, scratchB, probs, mass);
-    if (count === n) return;
-    for (let j = 0; j < n; j++) if (scratchB[indices[j]] < key) logits[indices[j]] = -Infinity;
+    // Negated, so that findCut's "largest first" is "most typical first".
+    for (let i = 0; i < logits.length; i++) keys[i] = -Math.abs(logZ - logits[i] - entropy);
+    const { key } = findCut(s, candidates(logits, probs, s.indices, 0), keys, probs, mass);
+    for (let i = 0; i < logits.length; i++) if (keys[i] < key) logits[i] = -Infinity;
   };
 }
 
@@ -181,12 +183,13 @@ export function createSequenceSampler(params: SamplingParams, promptIds: readonl
   return {
     accept,
     next(logits, topN) {
-      scratch(logits.length);
       for (const process of pipeline) process(logits, history);
-      const { max, argmax, sum } = expInto(logits, scratchA);
+      const weights = scratch(logits.length).a;
+      const { max, argmax, sum } = expInto(logits, weights);
       const logZ = max + Math.log(sum);
-      const id = random ? draw(scratchA, logits.length, random() * sum) : argmax;
-      return { id, logprob: logits[id] - logZ, topTokens: topN > 0 ? topLogprobs(logits, topN, logZ) : [] };
+      const id = random ? draw(weights, logits.length, random() * sum) : argmax;
+      const top = largest(logits, topN);
+      return { id, logprob: logits[id] - logZ, topTokens: top.ids.map((t, j) => ({ id: t, logprob: top.values[j] - logZ })) };
     },
   };
 }
@@ -203,6 +206,18 @@ export function logSoftmaxAt(logits: Float32Array, id: number): number {
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += expNonPositive(logits[i] - max);
   return logits[id] - max - Math.log(sum);
+}
+
+/**
+ * e^x for x <= 0, 3–4× faster than Math.exp with a relative error under 1e-13: 2^(n/64) from two
+ * tables times a degree-4 polynomial of the rest (|r| <= ln2/128). Softmax is the hot loop.
+ */
+function expNonPositive(x: number): number {
+  const t = x * 92.33248261689366; // 64 / ln 2
+  if (!(t > -68800)) return 0; // below 2^-1075, or NaN
+  const n = Math.floor(t + 0.5);
+  const r = (t - n) * 0.010830424696249145; // ln 2 / 64
+  return STEPS[n & 63] * OCTAVES[-(n >> 6)] * (1 + r * (1 + r * (0.5 + r * (0.16666666666666666 + r * 0.041666666666666664))));
 }
 
 /** exp(logit − max) of every token into `out`; the first maximum wins the argmax, as torch's does. */
@@ -232,85 +247,94 @@ function draw(weights: Float64Array, n: number, target: number): number {
   return last; // rounding left a sliver of `target`: the last token with weight takes it
 }
 
-/** The `n` largest finite logits as logprobs, descending, by insertion into a short sorted list. */
-function topLogprobs(logits: Float32Array, n: number, logZ: number): Array<{ id: number; logprob: number }> {
+/**
+ * The `n` largest finite logits, descending (ties by id), by insertion into a short sorted list:
+ * one pass in which nearly every logit fails the first comparison.
+ */
+function largest(logits: Float32Array, n: number): { ids: number[]; values: number[] } {
   const ids: number[] = [];
   const values: number[] = [];
-  for (let i = 0; i < logits.length; i++) {
+  for (let i = 0; n > 0 && i < logits.length; i++) {
     const value = logits[i];
     if (value === -Infinity || (values.length === n && value <= values[n - 1])) continue;
     let at = values.length === n ? n - 1 : values.length;
-    while (at > 0 && values[at - 1] < value) {
+    for (; at > 0 && values[at - 1] < value; at--) {
       values[at] = values[at - 1];
       ids[at] = ids[at - 1];
-      at--;
     }
     values[at] = value;
     ids[at] = i;
   }
-  return ids.map((id, j) => ({ id, logprob: values[j] - logZ }));
+  return { ids, values };
 }
 
-function fillIndices(n: number): number {
-  for (let i = 0; i < n; i++) indices[i] = i;
-  return n;
-}
-
-/** Tokens with weight > 0 into `indices`; the others cannot be kept by top-p or typical-p. */
-function candidates(logits: Float32Array, weights: Float64Array): number {
+/** Tokens with a weight > 0 and >= `floor` into `indices`, in order; the others' logits become -Infinity. */
+function candidates(logits: Float32Array, weights: Float64Array, indices: Int32Array, floor: number): number {
   let n = 0;
   for (let i = 0; i < logits.length; i++) {
-    if (weights[i] > 0) indices[n++] = i;
+    if (weights[i] > 0 && weights[i] >= floor) indices[n++] = i;
     else logits[i] = -Infinity;
   }
   return n;
 }
 
-/**
- * Weighted quickselect over `indices[0, n)`: reorders them so that the head — the largest `keys`
- * first — is the shortest whose weights (1 each when `weights` is null) reach `target`. Returns the
- * head's size and the key of its last member; `count === n` when the target is never reached.
- * Expected O(n), against O(n log n) for the sort TGI does.
- */
-function selectHead(n: number, keys: Float64Array, weights: Float64Array | null, target: number): { count: number; key: number } {
-  let lo = 0;
-  let hi = n;
-  let above = 0;
-  while (lo < hi) {
-    const pivot = median3(keys[indices[lo]], keys[indices[(lo + hi) >> 1]], keys[indices[hi - 1]]);
-    // Three-way partition: [lo, lt) > pivot, [lt, gt) == pivot, [gt, hi) < pivot.
-    let lt = lo;
-    let gt = hi;
-    let i = lo;
-    let greater = 0;
-    while (i < gt) {
-      const id = indices[i];
-      const key = keys[id];
-      if (key > pivot) {
-        greater += weights ? weights[id] : 1;
-        indices[i++] = indices[lt];
-        indices[lt++] = id;
-      } else if (key < pivot) {
-        indices[i] = indices[--gt];
-        indices[gt] = id;
-      } else {
-        i++;
-      }
-    }
-    if (above + greater >= target) {
-      hi = lt;
-      continue;
-    }
-    above += greater;
-    for (let j = lt; j < gt; j++) {
-      above += weights ? weights[indices[j]] : 1;
-      if (above >= target) return { count: j + 1, key: pivot };
-    }
-    lo = gt;
-  }
-  return { count: n, key: -Infinity };
+/** The end of a head of candidates: its last key, and how many candidates equal to it are inside. */
+interface Cut {
+  key: number;
+  ties: number;
 }
 
-function median3(a: number, b: number, c: number): number {
-  return a < b ? (b < c ? b : a < c ? c : a) : a < c ? a : b < c ? c : b;
+/**
+ * Cut the shortest head of the candidates `indices[0, n)` — largest `keys` first, ties by id — whose
+ * weights (1 each when null) reach `target`; never reached (rounding): all of them. A histogram of the
+ * keys finds the bucket where the head ends, and only that bucket's members go to the next round,
+ * until few are left to sort: O(n) passes with predictable branches, where TGI sorts the whole row
+ * (and a quickselect mispredicts every other comparison). Overwrites `indices`.
+ */
+function findCut(s: Scratch, n: number, keys: ArrayLike<number>, weights: Float64Array | null, target: number): Cut {
+  const { indices, spare: buckets, bucketMass, bucketCount } = s;
+  for (;;) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let j = 0; j < n; j++) {
+      const key = keys[indices[j]];
+      if (key < lo) lo = key;
+      if (key > hi) hi = key;
+    }
+    if (n <= SHORT_LIST || !(hi > lo)) return walkSorted(indices, n, keys, weights, target, hi > lo);
+    const scale = (BUCKETS - 1) / (hi - lo);
+    bucketMass.fill(0);
+    bucketCount.fill(0);
+    for (let j = 0; j < n; j++) {
+      const id = indices[j];
+      const b = ((hi - keys[id]) * scale) | 0;
+      buckets[j] = b;
+      bucketMass[b] += weights ? weights[id] : 1;
+      bucketCount[b]++;
+    }
+    let edge = 0;
+    for (; edge < BUCKETS && bucketMass[edge] < target; edge++) target -= bucketMass[edge];
+    if (edge === BUCKETS) return { key: lo, ties: Infinity };
+    // A range too narrow to split (a denormal width) is sorted instead.
+    if (bucketCount[edge] === n) return walkSorted(indices, n, keys, weights, target, true);
+    let kept = 0;
+    for (let j = 0; j < n; j++) if (buckets[j] === edge) indices[kept++] = indices[j];
+    n = kept;
+  }
+}
+
+/** The base case: sort the candidates (unless all keys are equal: they are in id order already) and walk. */
+function walkSorted(indices: Int32Array, n: number, keys: ArrayLike<number>, weights: Float64Array | null, target: number, sort: boolean): Cut {
+  const order = indices.subarray(0, n);
+  if (sort) order.sort((a, b) => keys[b] - keys[a] || a - b);
+  let above = 0;
+  for (let j = 0; j < n; j++) {
+    above += weights ? weights[order[j]] : 1;
+    if (above < target) continue;
+    const key = keys[order[j]];
+    let ties = 1;
+    while (ties <= j && keys[order[j - ties]] === key) ties++;
+    return { key, ties };
+  }
+  return { key: n > 0 ? keys[order[n - 1]] : -Infinity, ties: Infinity };
 }

@@ -73,9 +73,10 @@ describe('logits processors on handcrafted rows', () => {
     expect(kept(apply(topP(0.99), row))).toEqual([0, 1, 2, 3]);
   });
 
-  it('top_p at the exact boundary: four tokens of 0.25, p = 0.5 keeps two, a hair more keeps three', () => {
-    expect(kept(apply(topP(0.5), [0, 0, 0, 0]))).toHaveLength(2);
-    expect(kept(apply(topP(0.5000001), [0, 0, 0, 0]))).toHaveLength(3);
+  it('top_p at the exact boundary: four tokens of 0.25, p = 0.5 keeps two (lowest ids first), a hair more keeps three', () => {
+    expect(kept(apply(topP(0.5), [0, 0, 0, 0]))).toEqual([0, 1]);
+    expect(kept(apply(topP(0.5000001), [0, 0, 0, 0]))).toEqual([0, 1, 2]);
+    expect(kept(apply(topP(0.4), [-1, 0, -1, 0, 0, 0]))).toEqual([1, 3]);
     expect(kept(apply(topP(1e-9), [0, 3, 0, 1]))).toEqual([1]);
   });
 
@@ -195,11 +196,43 @@ describe('createSequenceSampler', () => {
   });
 });
 
+describe('createSequenceSampler invariants under random settings', () => {
+  it('always returns a kept id, a finite logprob <= 0 and descending top tokens', () => {
+    const random = createRng(99);
+    const pick = <T>(options: T[]): T => options[Math.floor(random() * options.length)];
+    for (let trial = 0; trial < 300; trial++) {
+      const params: SamplingParams = {
+        doSample: random() < 0.5, seed: trial, temperature: pick([1, 0.7, 1.5, 1e-30, 1e30]), topK: pick([0, 1, 3, 100, 200]),
+        topP: pick([1, 0.9, 0.5, 1e-9]), typicalP: pick([1, 0.95, 0.2]), repetitionPenalty: pick([1, 1.3, 1e-30, 1e30]),
+        frequencyPenalty: pick([0, 2, -2]),
+      };
+      const row = Float32Array.from({ length: 150 }, () => (random() < 0.05 ? -Infinity : (random() - 0.5) * pick([1, 20, 1e6])));
+      const sampler = createSequenceSampler(params, [0, 1, 2, 2, 3]);
+      const choice = sampler.next(row, 5);
+      expect(choice.id).toBeGreaterThanOrEqual(0);
+      expect(choice.id).toBeLessThan(150);
+      expect(row[choice.id]).toBeGreaterThan(-Infinity);
+      expect(choice.logprob).toBeLessThanOrEqual(1e-9);
+      expect(Number.isFinite(choice.logprob)).toBe(true);
+      const logprobs = choice.topTokens.map((t) => t.logprob);
+      expect(logprobs).toEqual([...logprobs].sort((a, b) => b - a));
+      expect(logprobs.every(Number.isFinite)).toBe(true);
+    }
+  });
+});
+
 describe('logSoftmaxAt', () => {
   it('is log_softmax of the row at one id', () => {
     expect(logSoftmaxAt(Float32Array.from([0, 0]), 1)).toBeCloseTo(-Math.LN2, 10);
     expect(logSoftmaxAt(Float32Array.from([1, 2, 3]), 2)).toBeCloseTo(3 - logsumexp([1, 2, 3]), 6);
     expect(logSoftmaxAt(Float32Array.from([1, -Infinity, 3]), 0)).toBeCloseTo(1 - logsumexp([1, 3]), 6);
+  });
+
+  it('matches a Math.exp reference to 1e-12 over a wide row (its exp is a table and a polynomial)', () => {
+    const random = createRng(5);
+    const row = Float32Array.from({ length: 4096 }, () => (random() - 0.5) * 200);
+    const logZ = logsumexp(Array.from(row));
+    for (const id of [0, 17, 4095]) expect(Math.abs(logSoftmaxAt(row, id) - (row[id] - logZ))).toBeLessThan(1e-12 * Math.max(1, Math.abs(row[id] - logZ)));
   });
 });
 
@@ -250,6 +283,12 @@ describe('warpers on a full 49152-token row agree with sort-based references (TG
     for (const row of rows) {
       for (const p of [0.1, 0.5, 0.9, 0.99]) expect(kept(apply(topP(p), Array.from(row)))).toEqual(referenceTopP(row, p));
     }
+  });
+
+  it('a flat row: top_p keeps exactly its share, typical_p keeps everything (all tie), top_k keeps everything', () => {
+    expect(kept(apply(topP(0.5), new Array(V).fill(0)))).toHaveLength(V / 2);
+    expect(kept(apply(typicalP(0.5), new Array(V).fill(0)))).toHaveLength(V);
+    expect(kept(apply(topK(100), new Array(V).fill(0)))).toHaveLength(V);
   });
 
   it('typical_p', () => {
