@@ -74,7 +74,8 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'serve') return serve(rest);
   if (command === 'fixture') {
     const { main: fixture } = await import('./fixture/cli.js');
-    return fixture(rest);
+    process.exitCode = await fixture(rest);
+    return;
   }
   console.log(USAGE);
   if (command !== '--help' && command !== '-h') process.exitCode = 1;

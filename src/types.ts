@@ -242,5 +242,7 @@ export interface Engine {
   applyChatTemplate(messages: ChatMessage[], options?: { tools?: unknown[]; addGenerationPrompt?: boolean }): Promise<string>;
   tokenize(text: string): Promise<TokenizedToken[]>;
   stats(): EngineStats;
+  /** True when the model serves: after a failed forward pass it runs a one-token probe, as TGI's health check does. */
+  health(): Promise<boolean>;
   close(options?: CloseOptions): Promise<void>;
 }

@@ -1,29 +1,15 @@
 import { Worker } from 'node:worker_threads';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { InferenceError, UnavailableError, ValidationError, deserializeError } from '../errors.js';
+import { resolve } from 'node:path';
+import { GenerationError, InferenceError, UnavailableError, ValidationError, deserializeError } from '../errors.js';
 import { validateParameters } from '../params.js';
 import type {
   ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, GenerateOptions,
   GenerateRequest, Generation, GenerationEvent, ModelInfo, TokenizedToken,
 } from '../types.js';
 import { EventChannel } from './event-channel.js';
-import type { FromWorker, Prompt, StepToken, ToWorker, WorkerInit } from './messages.js';
+import type { FromWorker, Prompt, StepToken, ToWorker } from './messages.js';
+import { startWorker } from './worker-host.js';
 import { RequestState } from './request-state.js';
-
-/**
- * Starts the worker from beside the built bundle (`worker.js` / `worker.cjs`), or from the TypeScript
- * source through tsx when the engine itself runs from `src/` (tests, `tsx` scripts).
- */
-function spawnWorker(workerData: WorkerInit): Worker {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL(here.endsWith('.cjs') ? './worker.cjs' : './worker.js', here), { workerData });
-  const tsx = join(dirname(createRequire(here).resolve('tsx/package.json')), 'dist/esm/api/index.mjs');
-  const source = new URL('./worker.ts', here).href;
-  const code = `import(${JSON.stringify(pathToFileURL(tsx).href)}).then((m) => { m.register(); return import(${JSON.stringify(source)}); });`;
-  return new Worker(code, { eval: true, workerData });
-}
 
 /**
  * Loads a model in a worker thread and resolves once it can generate.
@@ -37,23 +23,9 @@ function spawnWorker(workerData: WorkerInit): Worker {
  */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   if (!options || typeof options.model !== 'string') throw new TypeError('createEngine: options.model must be a model directory');
-  const worker = spawnWorker({ options: { ...options, model: resolve(options.model) } });
-  const info = await new Promise<ModelInfo>((resolveInfo, reject) => {
-    const onMessage = (message: FromWorker) => {
-      if (message.type === 'ready') resolveInfo(message.info);
-      else if (message.type === 'fatal') reject(deserializeError(message.error));
-      else return;
-      worker.off('message', onMessage);
-    };
-    worker.on('message', onMessage);
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new UnavailableError(`Engine worker exited while loading (code ${code})`)));
-  }).catch(async (error) => {
-    await worker.terminate();
-    throw error;
-  });
-  worker.removeAllListeners('error').removeAllListeners('exit');
-  return new WorkerEngine(worker, info);
+  const resolved = { ...options, model: resolve(options.model) };
+  const { worker, info } = await startWorker(resolved);
+  return new WorkerEngine(worker, info, resolved);
 }
 
 class WorkerEngine implements Engine {
@@ -62,19 +34,42 @@ class WorkerEngine implements Engine {
   private nextId = 1;
   private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true };
   private stopping: UnavailableError | null = null;
+  private restarting: Promise<void> | null = null;
+  private worker!: Worker;
   private readonly exited: Promise<void>;
+  private markExited!: () => void;
 
-  constructor(private readonly worker: Worker, readonly info: ModelInfo) {
+  constructor(worker: Worker, readonly info: ModelInfo, private readonly options: EngineOptions) {
+    this.exited = new Promise((done) => (this.markExited = done));
+    this.attach(worker);
+  }
+
+  private attach(worker: Worker): void {
+    this.worker = worker;
     worker.on('message', (message: FromWorker) => this.receive(message));
-    this.exited = new Promise((done) => {
-      worker.once('error', (error) => this.failAll(new InferenceError('generation', `Engine worker failed: ${error.message}`)));
-      worker.once('exit', () => {
-        this.latest = { ...this.latest, healthy: false };
-        this.stopping ??= new UnavailableError('Engine is closed');
-        this.failAll(this.stopping);
-        done();
-      });
-    });
+    worker.on('error', () => {});
+    worker.once('exit', () => this.onExit(worker));
+  }
+
+  /** A worker that dies fails its requests and is replaced; the host process never goes down with it. */
+  private onExit(worker: Worker): void {
+    if (worker !== this.worker) return;
+    this.latest = { ...this.latest, queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: false };
+    if (this.stopping) {
+      this.failAll(this.stopping);
+      return this.markExited();
+    }
+    this.failAll(new GenerationError('the engine worker stopped unexpectedly; it is being restarted'));
+    this.restarting = startWorker(this.options)
+      .then(({ worker: next }) => {
+        this.attach(next);
+        this.latest = { ...this.latest, healthy: true };
+      })
+      .catch((error: Error) => {
+        this.stopping = new UnavailableError(`Engine worker could not be restarted: ${error.message}`);
+        this.markExited();
+      })
+      .finally(() => (this.restarting = null));
   }
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
@@ -106,14 +101,26 @@ class WorkerEngine implements Engine {
     return this.latest;
   }
 
+  async health(): Promise<boolean> {
+    if (this.stopping || this.restarting) return false;
+    if (this.latest.healthy) return true;
+    try {
+      for await (const _ of this.generate({ inputs: 'a', parameters: { max_new_tokens: 1, do_sample: false } }));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async close({ drainTimeoutMs = 0 }: CloseOptions = {}): Promise<void> {
     if (!this.stopping) {
       this.stopping = new UnavailableError('Engine is shutting down');
       const deadline = Date.now() + drainTimeoutMs;
       while (this.requests.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       this.failAll(new InferenceError('incomplete_generation', 'Incomplete generation: the engine shut down'));
+      await this.restarting;
       this.send({ type: 'close' });
-      const timer = setTimeout(() => void this.worker.terminate(), 5000);
+      const timer = setTimeout(() => void this.worker.terminate(), 30_000);
       await this.exited;
       clearTimeout(timer);
     }
@@ -126,6 +133,7 @@ class WorkerEngine implements Engine {
     const state = new RequestState(channel, () => this.cancel(id));
     try {
       if (this.stopping) throw this.stopping;
+      if (this.restarting) throw new UnavailableError('Engine is restarting after a worker failure');
       const message: ToWorker = {
         type: 'submit', id, prompt: prompt(),
         params: validateParameters(parameters, this.info.limits, { stream: options.stream ?? false }),
@@ -185,6 +193,7 @@ class WorkerEngine implements Engine {
 
   private call(request: Record<string, unknown> & { method: string }): Promise<unknown> {
     if (this.stopping) return Promise.reject(this.stopping);
+    if (this.restarting) return Promise.reject(new UnavailableError('Engine is restarting after a worker failure'));
     const callId = this.nextId++;
     return new Promise((resolveCall, reject) => {
       this.calls.set(callId, { resolve: resolveCall, reject });

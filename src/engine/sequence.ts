@@ -77,6 +77,9 @@ export class Sequence {
     if (this.params.topNTokens > 0) step.topTokens = choice.topTokens.map((t) => this.describe(t.id, t.logprob));
     const reason = this.stopReason(id, piece);
     if (reason) {
+      // Bytes held back for an unfinished character go out with the last token, so the streamed
+      // texts always add up to generated_text.
+      if (!special) token.text += this.detokenizer.flush();
       this.finished = true;
       const now = performance.now();
       step.end = {

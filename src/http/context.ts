@@ -4,10 +4,10 @@ import type { Metrics } from './metrics.js';
 
 /** What every route handler needs, built once per mounted handler. */
 export interface HandlerContext {
-  /** The loaded engine; throws UnavailableError (503) while loading or after a load failure. */
+  /** The loaded engine; throws UnavailableError (503) while loading, ModelLoadError (500) after a load failure. */
   engine(): Engine;
-  /** Whether the engine loaded and its last forward pass succeeded. */
-  healthy(): boolean;
+  /** Whether the engine loaded and serves (probing it after a failure). */
+  healthy(): Promise<boolean>;
   admission: AdmissionController;
   bodyLimit: number;
   maxConcurrentRequests: number;

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { AdmissionController } from '../admission.js';
 import { createEngine } from '../engine/engine.js';
-import { InferenceError, UnavailableError } from '../errors.js';
+import { InferenceError, ModelLoadError, UnavailableError } from '../errors.js';
 import { errorResponse, malformedJsonResponse, type RouteFamily } from '../protocol/error-body.js';
 import type { CloseOptions, Engine, EngineOptions } from '../types.js';
 import { MalformedBodyError, readJsonBody, type BodyCarrier } from './body.js';
@@ -91,10 +91,11 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   const ctx: HandlerContext = {
     engine: () => {
       if (engine) return engine;
-      if (loadError) throw new UnavailableError(`Model failed to load: ${(loadError as Error).message}`);
+      // Not 503: a failed load is permanent, and @huggingface/inference retries a 503 at once, forever.
+      if (loadError) throw new ModelLoadError(`Model failed to load: ${(loadError as Error).message}`, loadError);
       throw new UnavailableError('Model is loading');
     },
-    healthy: () => engine !== null && engine.stats().healthy,
+    healthy: async () => engine !== null && (await engine.health()),
     admission,
     bodyLimit,
     maxConcurrentRequests,

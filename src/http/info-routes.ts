@@ -39,8 +39,8 @@ export function serveInfo(ctx: HandlerContext, res: ServerResponse): void {
 }
 
 /** 200 with an empty body when the model is loaded and healthy; TGI's 503 body otherwise. */
-export function serveHealth(ctx: HandlerContext, res: ServerResponse): void {
-  if (ctx.healthy()) {
+export async function serveHealth(ctx: HandlerContext, res: ServerResponse): Promise<void> {
+  if (await ctx.healthy()) {
     res.writeHead(200, { 'Content-Length': 0 }).end();
     return;
   }

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { InferenceError } from '../../src/errors.js';
+import { DataType } from '../../src/fixture/onnx-proto.js';
+import { writeOnnxModel } from '../../src/fixture/write-onnx.js';
+import { readFile } from 'node:fs/promises';
 import type { Engine, EndEvent, GenerateParameters, GenerationEvent } from '../../src/types.js';
 
 let model: string;
@@ -156,6 +159,30 @@ describe('engine.generate', () => {
   });
 });
 
+describe('model variants', () => {
+  async function greedy(dir: string, dtype?: string): Promise<{ ids: number[]; kvDtype: string }> {
+    const variant = await createEngine({ model: dir, dtype });
+    try {
+      const events = await collect(variant.generate({ inputs: 'Variant check', parameters: { max_new_tokens: 6, do_sample: false } }));
+      return { ids: events.map((e) => e.token.id), kvDtype: variant.info.kvDtype };
+    } finally {
+      await variant.close();
+    }
+  }
+
+  it('serves models without position_ids and with external weights like the default', async () => {
+    const reference = await greedy(model);
+    expect((await greedy(await ensureFixtureModel('tiny', { positionIds: false }))).ids).toEqual(reference.ids);
+    expect((await greedy(await ensureFixtureModel('tiny', { externalData: true }))).ids).toEqual(reference.ids);
+  });
+
+  it('reads a float16 KV cache from the graph and picks model_fp16.onnx for dtype fp16', async () => {
+    const fp16 = await greedy(await ensureFixtureModel('tiny', { kvDtype: 'float16' }), 'fp16');
+    expect(fp16.kvDtype).toBe('float16');
+    expect(fp16.ids).toHaveLength(6);
+  });
+});
+
 describe('bad model directories', () => {
   let dir: string;
   beforeAll(async () => {
@@ -182,6 +209,39 @@ describe('bad model directories', () => {
     await cp(model, copy, { recursive: true });
     await writeFile(join(copy, 'onnx', 'model.onnx'), '{"this is": "json"}');
     await expect(createEngine({ model: copy })).rejects.toThrow(/model\.onnx is not an ONNX model/);
+  });
+
+  it('refuses a model without KV-cache inputs, naming the file', async () => {
+    const copy = join(dir, 'no-past');
+    await cp(model, copy, { recursive: true });
+    // logits = Unsqueeze(Cast(input_ids)): a valid decoder graph with no past_key_values inputs.
+    await writeOnnxModel(
+      {
+        irVersion: 8,
+        opsetVersion: 17,
+        producerName: 'test',
+        graph: {
+          name: 'no-past',
+          nodes: [
+            { opType: 'Cast', inputs: ['input_ids'], outputs: ['ids_f'], name: 'cast', attributes: { to: DataType.FLOAT } },
+            { opType: 'Unsqueeze', inputs: ['ids_f', 'axes'], outputs: ['logits'], name: 'unsqueeze' },
+          ],
+          initializers: [{ name: 'axes', dataType: DataType.INT64, dims: [1], data: new Uint8Array(new BigInt64Array([2n]).buffer) }],
+          inputs: [{ name: 'input_ids', dataType: DataType.INT64, dims: ['batch_size', 'sequence_length'] }],
+          outputs: [{ name: 'logits', dataType: DataType.FLOAT, dims: ['batch_size', 'sequence_length', 1] }],
+        },
+      },
+      { dir: join(copy, 'onnx'), fileName: 'model.onnx', externalData: false },
+    );
+    await expect(createEngine({ model: copy })).rejects.toThrow(/onnx\/model\.onnx has no past_key_values\.N\.key\/value inputs/);
+  });
+
+  it('refuses an encoder-decoder model', async () => {
+    const copy = join(dir, 'seq2seq');
+    await cp(model, copy, { recursive: true });
+    const config = JSON.parse(await readFile(join(copy, 'config.json'), 'utf8'));
+    await writeFile(join(copy, 'config.json'), JSON.stringify({ ...config, is_encoder_decoder: true }));
+    await expect(createEngine({ model: copy })).rejects.toThrow(/encoder-decoder/);
   });
 
   it('picks the file a dtype names', async () => {
