@@ -215,6 +215,8 @@ export interface EngineStats {
   /** Token reservation of the running batch. */
   batchReservedTokens: number;
   healthy: boolean;
+  /** The worker's JavaScript heap plus its external memory (KV-cache buffers), in bytes. */
+  workerMemoryBytes: number;
 }
 
 /** A token of `/tokenize`: character offsets into the input. */

@@ -32,7 +32,7 @@ class WorkerEngine implements Engine {
   private readonly requests = new Map<number, RequestState>();
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   private nextId = 1;
-  private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true };
+  private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true, workerMemoryBytes: 0 };
   private stopping: UnavailableError | null = null;
   private restarting: Promise<void> | null = null;
   private worker!: Worker;

@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8';
 import { GenerationError, serializeError } from '../errors.js';
 import type { EngineStats } from '../types.js';
 import { BatchQueue, type BatchBudget } from './batch-queue.js';
@@ -46,7 +47,14 @@ export class GenerationLoop {
   stats(): EngineStats {
     let reserved = 0;
     for (const s of this.running.values()) reserved += s.reservedTokens;
-    return { queueSize: this.queue.size, batchSize: this.running.size, batchReservedTokens: reserved, healthy: this.healthy };
+    const heap = getHeapStatistics();
+    return {
+      queueSize: this.queue.size,
+      batchSize: this.running.size,
+      batchReservedTokens: reserved,
+      healthy: this.healthy,
+      workerMemoryBytes: heap.used_heap_size + heap.external_memory,
+    };
   }
 
   async run(): Promise<void> {

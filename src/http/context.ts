@@ -10,6 +10,8 @@ export interface HandlerContext {
   healthy(): Promise<boolean>;
   admission: AdmissionController;
   bodyLimit: number;
+  /** A stream whose client has not read for this long is disconnected. */
+  stallTimeoutMs: number;
   maxConcurrentRequests: number;
   metrics: Metrics | null;
   /** Injected for deterministic ids and timestamps in tests. */

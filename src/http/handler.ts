@@ -21,6 +21,8 @@ export interface StreamingInferenceOptions extends Partial<EngineOptions> {
   maxConcurrentRequests?: number;
   /** Largest request body read, in bytes. Default 2,000,000, as TGI. */
   bodyLimit?: number;
+  /** A streaming client that reads nothing for this long is disconnected and its generation cancelled. Default 30,000 ms. */
+  stallTimeoutMs?: number;
   /** Prometheus metrics at `/metrics`: on by default in a registry of our own; pass the host's registry to join it, or `false`. */
   metrics?: MetricsOptions | false;
 }
@@ -73,7 +75,9 @@ function routePath(path: string): string {
  * http.createServer((req, res) => handler.matches(req.url!) ? handler.handle(req, res, req.url!) : res.end());
  */
 export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
-  const { engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, metrics: metricsOptions, ...engineOptions } = options;
+  const {
+    engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, metrics: metricsOptions, ...engineOptions
+  } = options;
   if (!shared && typeof engineOptions.model !== 'string') throw new TypeError('streamingInference: pass `model` (a directory) or `engine`');
   if (!Number.isSafeInteger(bodyLimit) || bodyLimit <= 0) throw new TypeError('streamingInference: `bodyLimit` must be a positive integer');
   const admission = new AdmissionController({ maxConcurrentRequests });
@@ -98,6 +102,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     healthy: async () => engine !== null && (await engine.health()),
     admission,
     bodyLimit,
+    stallTimeoutMs,
     maxConcurrentRequests,
     metrics,
     newId: (prefix) => prefix + randomUUID().replaceAll('-', ''),

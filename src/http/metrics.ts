@@ -55,6 +55,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     collect() { this.set(source?.engine()?.info.maxBatchTotalTokens ?? 0); },
   });
   new Gauge({
+    name: 'streaming_inference_worker_memory_bytes', help: "The engine worker's heap and KV-cache buffers", registers,
+    collect() { this.set(stats()?.workerMemoryBytes ?? 0); },
+  });
+  new Gauge({
     name: 'streaming_inference_in_flight_requests', help: 'Admitted requests, queued or generating', registers,
     collect() { this.set(source?.admission.inFlight ?? 0); },
   });

@@ -8,12 +8,19 @@ const KEEP_ALIVE_MS = 15_000;
  * Writes Server-Sent Events to a Node response: headers flushed at once, each frame flushed as
  * written (also through `compression()`, which adds `res.flush`), and a full socket buffer waits
  * for `drain` or `close`, whichever comes first, so a vanished reader never hangs the writer.
+ *
+ * A client that stops reading for `stallTimeoutMs` is disconnected: its generation is then
+ * cancelled like any other disconnect, so it can neither hold a batch slot forever nor make the
+ * server buffer its tokens without bound.
  */
 export class SseWriter {
   private timer: NodeJS.Timeout | null = null;
   private lastWrite = 0;
 
-  constructor(private readonly res: ServerResponse & { flush?: () => void }) {}
+  constructor(
+    private readonly res: ServerResponse & { flush?: () => void },
+    private readonly stallTimeoutMs: number,
+  ) {}
 
   open(headers: Record<string, string> = {}): void {
     this.res.writeHead(200, { ...SSE_HEADERS, ...headers });
@@ -36,7 +43,9 @@ export class SseWriter {
     this.res.flush?.();
     if (flushed) return;
     await new Promise<void>((resolve) => {
+      const stalled = setTimeout(() => this.res.destroy(), this.stallTimeoutMs);
       const done = () => {
+        clearTimeout(stalled);
         this.res.off('drain', done).off('close', done);
         resolve();
       };
