@@ -35,6 +35,13 @@ export function streamingInference(options: KoaStreamingInferenceOptions): Strea
     if (path === null || !handler.matches(path)) return next();
     // We write the Node response ourselves (SSE), so Koa must not respond after us.
     ctx.respond = false;
+    // A client leaving mid-stream is routine (its generation is cancelled); Koa would log it as an error.
+    const onerror = ctx.onerror.bind(ctx);
+    ctx.onerror = (error) => {
+      const code = (error as NodeJS.ErrnoException | null)?.code;
+      if (ctx.res.headersSent && (code === 'EPIPE' || code === 'ECONNRESET')) return;
+      onerror(error);
+    };
     const body = (ctx.request as { body?: unknown }).body;
     if (body !== undefined) (ctx.req as { body?: unknown }).body = body;
     await handler.handle(ctx.req, ctx.res, path);

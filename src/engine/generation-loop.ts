@@ -7,6 +7,9 @@ import type { FromWorker, StepToken } from './messages.js';
 import type { ModelSession } from './model-session.js';
 import type { Sequence } from './sequence.js';
 
+/** Decode steps a finished row may stay in the cache, waiting to be merged out with a joining request. */
+const DEAD_ROW_STEPS = 4;
+
 /**
  * Continuous batching in the worker. Each turn: drop cancelled rows, prefill whatever waiting
  * requests fit the budgets, concatenate them into the running batch, run one decode step over every
@@ -18,6 +21,7 @@ export class GenerationLoop {
   private readonly running = new Map<number, Sequence>();
   private readonly cancelled = new Set<number>();
   private batch: KvBatch | null = null;
+  private stepsWithDeadRows = 0;
   private wake: (() => void) | null = null;
   private closed = false;
   private healthy = true;
@@ -87,24 +91,50 @@ export class GenerationLoop {
       }
       return step;
     });
-    const joined = KvBatch.fromPrefill(sequences.map((s) => s.id), inputs.pads, present);
-    for (const s of sequences) if (!s.finished) this.running.set(s.id, s);
-    joined.filter(new Set(sequences.filter((s) => !s.finished).map((s) => s.id)));
-    if (this.batch) this.batch.concat(joined);
-    else this.batch = joined;
+    // First tokens go out before the cache is merged: the copy is no part of their latency.
     this.emit(tokens);
+    for (const s of sequences) if (!s.finished) this.running.set(s.id, s);
+    const joined = KvBatch.fromPrefill(sequences.map((s) => s.id), inputs.pads, present);
+    if (sequences.some((s) => s.finished)) joined.filter(this.liveIds());
+    if (this.batch) this.batch.merge(this.liveIds(), joined);
+    else this.batch = joined;
+    this.stepsWithDeadRows = 0;
   }
 
   private async decode(): Promise<void> {
     const batch = this.batch!;
-    const rows = batch.rowIds.map((id) => this.running.get(id)!);
-    const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s.lastToken)));
+    // Rows that finished since the last merge ride along until it is worth copying them out.
+    const rows = batch.rowIds.map((id) => this.running.get(id));
+    const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? 0)));
     batch.advance(present);
     const vocab = logits.length / rows.length;
-    const tokens: StepToken[] = rows.map((s, r) => s.next(logits.subarray(r * vocab, (r + 1) * vocab)));
-    for (const s of rows) if (s.finished) this.running.delete(s.id);
-    if (this.running.size < rows.length) batch.filter(new Set(this.running.keys()));
+    const tokens: StepToken[] = [];
+    rows.forEach((s, r) => s && tokens.push(s.next(logits.subarray(r * vocab, (r + 1) * vocab))));
+    for (const s of rows) if (s?.finished) this.running.delete(s.id);
     this.emit(tokens);
+    this.compact();
+  }
+
+  /**
+   * Copies finished rows out of the cache, or not yet: a copy costs about one decode step, and a
+   * request joining soon merges the same copy with its own. Dead rows wait at most a few steps, and
+   * never when they are half the batch.
+   */
+  private compact(): void {
+    const batch = this.batch;
+    if (!batch) return;
+    const dead = batch.size - this.running.size;
+    if (this.running.size === 0) return void (this.batch = null);
+    if (dead === 0) return void (this.stepsWithDeadRows = 0);
+    this.stepsWithDeadRows += 1;
+    if (dead * 2 >= batch.size || this.stepsWithDeadRows >= DEAD_ROW_STEPS) {
+      batch.filter(this.liveIds());
+      this.stepsWithDeadRows = 0;
+    }
+  }
+
+  private liveIds(): Set<number> {
+    return new Set(this.running.keys());
   }
 
   private emit(tokens: StepToken[]): void {
@@ -115,7 +145,7 @@ export class GenerationLoop {
     if (this.cancelled.size === 0) return;
     for (const id of this.cancelled) this.running.delete(id);
     this.cancelled.clear();
-    this.batch?.filter(new Set(this.running.keys()));
+    this.compact();
     // The main thread learns the new batch size even when no forward pass follows.
     this.emit([]);
   }
@@ -129,7 +159,8 @@ export class GenerationLoop {
       this.healthy = false;
       const ids = sequences.map((s) => s.id);
       for (const id of ids) this.running.delete(id);
-      this.batch?.filter(new Set(this.running.keys()));
+      if (this.running.size === 0) this.batch = null;
+      else this.batch?.filter(this.liveIds());
       const failure = new GenerationError((error as Error).message ?? String(error), error);
       this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats() });
     }

@@ -54,58 +54,54 @@ export class KvBatch {
 
   /** Keeps the rows whose ids are in `keep`, in order, and drops columns that became padding in every row. */
   filter(keep: ReadonlySet<number>): void {
+    this.merge(keep, null);
+  }
+
+  /** Appends `other`'s rows, re-padding the shorter side on the left. `other` must not be used afterwards. */
+  concat(other: KvBatch): void {
+    this.merge(new Set(this.rowIds), other);
+  }
+
+  /**
+   * Keeps the rows in `keep` and appends `other`'s, in one copy: the only place the cache is copied.
+   * Columns that are padding in every remaining row are dropped.
+   */
+  merge(keep: ReadonlySet<number>, other: KvBatch | null): void {
     const rows = this.rowIds.map((id, r) => (keep.has(id) ? r : -1)).filter((r) => r >= 0);
-    if (rows.length === 0) {
-      this.rowIds.length = 0;
-      this.pads.length = 0;
-      this.length = 0;
-      this.kv = [];
-      return;
+    const incoming = other?.size ?? 0;
+    if (rows.length === this.size && incoming === 0) {
+      if (this.size === 0 || Math.min(...this.pads) === 0) return;
     }
-    const trim = Math.min(...rows.map((r) => this.pads[r]));
-    if (rows.length === this.size && trim === 0) return;
-    const length = this.length - trim;
-    this.kv = this.kv.map((tensor) => {
+    if (rows.length === 0 && other) return this.adopt(other);
+    if (rows.length === 0 && incoming === 0) return this.adopt(null);
+    const mine = rows.length > 0 ? Math.max(...rows.map((r) => this.length - this.pads[r])) : 0;
+    const length = Math.max(mine, other?.length ?? 0);
+    const total = rows.length + incoming;
+    this.kv = this.kv.map((tensor, i) => {
       const [, heads, , dim] = tensor.dims;
-      const data = allocLike(tensor.data as KvArray, rows.length * heads * length * dim);
-      rows.forEach((src, dst) => copyRow(tensor.data as KvArray, this.length, src, trim, data, length, dst, 0, length, heads, dim));
-      return new ort.Tensor(tensor.type as 'float32', data, [rows.length, heads, length, dim]);
+      const data = allocLike(tensor.data as KvArray, total * heads * length * dim);
+      rows.forEach((src, dst) => {
+        copyRow(tensor.data as KvArray, this.length, src, this.length - mine, data, length, dst, length - mine, mine, heads, dim);
+      });
+      for (let r = 0; r < incoming; r++) {
+        const theirs = other!.kv[i].data as KvArray;
+        copyRow(theirs, other!.length, r, 0, data, length, rows.length + r, length - other!.length, other!.length, heads, dim);
+      }
+      return new ort.Tensor(tensor.type as 'float32', data, [total, heads, length, dim]);
     });
-    const pads = rows.map((r) => this.pads[r] - trim);
-    const ids = rows.map((r) => this.rowIds[r]);
+    const pads = [...rows.map((r) => this.pads[r] + length - this.length), ...(other?.pads.map((p) => p + length - other.length) ?? [])];
+    const ids = [...rows.map((r) => this.rowIds[r]), ...(other?.rowIds ?? [])];
     this.rowIds.splice(0, this.rowIds.length, ...ids);
     this.pads.splice(0, this.pads.length, ...pads);
     this.length = length;
   }
 
-  /** Appends `other`'s rows, re-padding the shorter side on the left. `other` must not be used afterwards. */
-  concat(other: KvBatch): void {
-    if (other.size === 0) return;
-    if (this.size === 0) {
-      this.rowIds.push(...other.rowIds);
-      this.pads.push(...other.pads);
-      this.length = other.length;
-      this.kv = other.kv;
-      return;
-    }
-    const length = Math.max(this.length, other.length);
-    const rows = this.size + other.size;
-    this.kv = this.kv.map((mine, i) => {
-      const theirs = other.kv[i];
-      const [, heads, , dim] = mine.dims;
-      const data = allocLike(mine.data as KvArray, rows * heads * length * dim);
-      for (let r = 0; r < this.size; r++) {
-        copyRow(mine.data as KvArray, this.length, r, 0, data, length, r, length - this.length, this.length, heads, dim);
-      }
-      for (let r = 0; r < other.size; r++) {
-        copyRow(theirs.data as KvArray, other.length, r, 0, data, length, this.size + r, length - other.length, other.length, heads, dim);
-      }
-      return new ort.Tensor(mine.type as 'float32', data, [rows, heads, length, dim]);
-    });
-    for (let r = 0; r < this.size; r++) this.pads[r] += length - this.length;
-    this.rowIds.push(...other.rowIds);
-    this.pads.push(...other.pads.map((p) => p + length - other.length));
-    this.length = length;
+  /** Becomes `other` (or empty) without a copy. */
+  private adopt(other: KvBatch | null): void {
+    this.rowIds.splice(0, this.rowIds.length, ...(other?.rowIds ?? []));
+    this.pads.splice(0, this.pads.length, ...(other?.pads ?? []));
+    this.length = other?.length ?? 0;
+    this.kv = other?.kv ?? [];
   }
 }
 

@@ -116,7 +116,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     async handle(req, res, path) {
       const route = ROUTES[routePath(path)];
       try {
-        if (req.method !== route.method) {
+        if (req.method !== route.method && !(req.method === 'HEAD' && route.method === 'GET')) {
           res.setHeader('Allow', route.method);
           const error = new InferenceError('validation', `Method ${req.method} is not allowed; use ${route.method}`);
           return sendError(res, { ...errorResponse(error, route.family), status: 405 });

@@ -80,6 +80,26 @@ describe('KvBatch', () => {
     expect(batch.length).toBe(0);
   });
 
+  it('drops finished rows and appends new ones in one merge', () => {
+    const batch = KvBatch.fromPrefill([1, 2], [0, 3], [present(2, 5, 1, [0, 3])]);
+    const joining = KvBatch.fromPrefill([3], [0], [present(1, 3, 2, [0])]);
+    batch.merge(new Set([2]), joining);
+    // Row 2 had 2 real columns, the new row 3: the longest real length is 3.
+    expect(batch.rowIds).toEqual([2, 3]);
+    expect(batch.pads).toEqual([1, 0]);
+    expect(batch.length).toBe(3);
+    expect(row(batch, 0)).toEqual([0, 1100, 1110]);
+    expect(row(batch, 1)).toEqual([2000, 2010, 2020]);
+  });
+
+  it('takes the joining batch as it is when no row stays', () => {
+    const batch = KvBatch.fromPrefill([1], [0], [present(1, 4, 1, [0])]);
+    const joining = KvBatch.fromPrefill([2], [0], [present(1, 2, 2, [0])]);
+    batch.merge(new Set(), joining);
+    expect(batch.rowIds).toEqual([2]);
+    expect(batch.kv[0]).toBe(joining.kv[0]);
+  });
+
   it('advances by one column per decode step without copying', () => {
     const batch = KvBatch.fromPrefill([1], [0], [present(1, 2, 1, [0])]);
     const next = present(1, 3, 1, [0]);
