@@ -73,20 +73,15 @@ class WorkerEngine implements Engine {
   }
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
-    return this.start(() => {
-      if (typeof request?.inputs !== 'string') throw new ValidationError('`inputs` must be a string', 'inputs');
-      if (request.inputs.length === 0) throw new ValidationError('`inputs` cannot be empty', 'inputs');
-      return { text: request.inputs };
-    }, request?.parameters, options);
+    // `inputs` is checked with the parameters, at TGI's place in the rule order.
+    return this.start({ text: request?.inputs }, request?.parameters, options, { inputs: request?.inputs });
   }
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
-    return this.start(() => {
-      if (!Array.isArray(request?.messages) || request.messages.length === 0) {
-        throw new ValidationError('`messages` must be a non-empty array', 'messages');
-      }
-      return { messages: request.messages, tools: request.tools };
-    }, request?.parameters, options);
+    if (!Array.isArray(request?.messages) || request.messages.length === 0) {
+      return this.start(null, undefined, options, {}, new ValidationError('`messages` must be a non-empty array', 'messages'));
+    }
+    return this.start({ messages: request.messages, tools: request.tools }, request.parameters, options);
   }
 
   applyChatTemplate(messages: ChatMessage[], options: { tools?: unknown[]; addGenerationPrompt?: boolean } = {}): Promise<string> {
@@ -127,21 +122,25 @@ class WorkerEngine implements Engine {
     await this.exited;
   }
 
-  private start(prompt: () => Prompt, parameters: GenerateRequest['parameters'], options: GenerateOptions): Generation {
+  private start(
+    prompt: Prompt | null,
+    parameters: GenerateRequest['parameters'],
+    options: GenerateOptions,
+    extra: { inputs?: unknown } = {},
+    refused: InferenceError | null = null,
+  ): Generation {
     const id = this.nextId++;
     const channel = new EventChannel<GenerationEvent>();
     const state = new RequestState(channel, () => this.cancel(id));
     try {
+      if (refused) throw refused;
       if (this.stopping) throw this.stopping;
       if (this.restarting) throw new UnavailableError('Engine is restarting after a worker failure');
-      const message: ToWorker = {
-        type: 'submit', id, prompt: prompt(),
-        params: validateParameters(parameters, this.info.limits, { stream: options.stream ?? false }),
-      };
-      state.params = message.params;
+      const params = validateParameters(parameters, this.info.limits, { stream: options.stream ?? false, ...extra });
+      state.params = params;
       this.requests.set(id, state);
       state.watch(options.signal);
-      if (!channel.closed) this.send(message);
+      if (!channel.closed) this.send({ type: 'submit', id, prompt: prompt!, params });
     } catch (error) {
       state.reject(error);
     }
