@@ -48,7 +48,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     hasChatTemplate: false,
     ...resolved,
   };
-  const template = ChatTemplate.fromConfig(tokenizer.config);
+  const template = await ChatTemplate.load(dir, tokenizer.config);
   info.hasChatTemplate = template !== null;
   const loop = new GenerationLoop(model, resolved, post);
   return { info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) } };

@@ -2,6 +2,8 @@
  * Chat templates from `tokenizer_config.json`, rendered with `@huggingface/jinja` the way transformers'
  * `apply_chat_template` does.
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { TemplateError } from '../errors.js';
 import type { ChatMessage } from '../types.js';
@@ -46,6 +48,20 @@ export class ChatTemplate {
       throw new TemplateError(`no chat template named "${options.name}" (available: ${[...sources.keys()].join(', ')})`);
     }
     return new ChatTemplate(sources, config, options.name);
+  }
+
+  /**
+   * The model directory's template: `chat_template` in tokenizer_config.json, or, as newer
+   * transformers versions save it, `chat_template.jinja` or `chat_template.json` beside it.
+   */
+  static async load(dir: string, config: Record<string, unknown>): Promise<ChatTemplate | null> {
+    if (config.chat_template === undefined || config.chat_template === null) {
+      const jinja = await readFile(join(dir, 'chat_template.jinja'), 'utf8').catch(() => null);
+      const json = jinja === null ? await readFile(join(dir, 'chat_template.json'), 'utf8').catch(() => null) : null;
+      const chatTemplate = jinja ?? (json === null ? undefined : (JSON.parse(json) as { chat_template?: unknown }).chat_template);
+      if (chatTemplate !== undefined) return ChatTemplate.fromConfig({ ...config, chat_template: chatTemplate });
+    }
+    return ChatTemplate.fromConfig(config);
   }
 
   render(input: ChatTemplateInput): string {

@@ -131,7 +131,16 @@ class HfTextTokenizer implements TextTokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.#inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    const addSpecial = options.addSpecialTokens ?? true;
+    const ids = this.#inner.encode(text, { add_special_tokens: addSpecial }).ids;
+    if (!addSpecial) return ids;
+    // transformers (and TGI) honour add_bos_token / add_eos_token even where tokenizer.json's
+    // post-processor does not add them.
+    const bos = this.config.add_bos_token === true && this.bosToken !== null ? this.#inner.token_to_id(this.bosToken) : undefined;
+    const eos = this.config.add_eos_token === true && this.eosToken !== null ? this.#inner.token_to_id(this.eosToken) : undefined;
+    if (bos !== undefined && ids[0] !== bos) ids.unshift(bos);
+    if (eos !== undefined && ids[ids.length - 1] !== eos) ids.push(eos);
+    return ids;
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -156,3 +156,24 @@ describe('ChatTemplate.fromConfig', () => {
     expect(() => broken.render({ messages: [] })).toThrow(/^Template error: /);
   });
 });
+
+describe('ChatTemplate.load', () => {
+  it('reads chat_template.jinja or chat_template.json when tokenizer_config.json has none', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'si-template-'));
+    try {
+      const messages = [{ role: 'user', content: 'Hi' }];
+      expect(await ChatTemplate.load(dir, {})).toBeNull();
+      await writeFile(join(dir, 'chat_template.json'), JSON.stringify({ chat_template: 'json:{{ messages[0].content }}' }));
+      expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('json:Hi');
+      await writeFile(join(dir, 'chat_template.jinja'), 'jinja:{{ messages[0].content }}');
+      expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('jinja:Hi');
+      // tokenizer_config.json's own template wins.
+      expect((await ChatTemplate.load(dir, { chat_template: 'config:{{ messages[0].content }}' }))!.render({ messages })).toBe('config:Hi');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

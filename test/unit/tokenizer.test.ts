@@ -233,3 +233,16 @@ describe('loadTokenizer', () => {
     expect((error as Error).message).toContain(join(path, 'tokenizer_config.json'));
   });
 });
+
+describe('add_bos_token / add_eos_token in tokenizer_config.json', () => {
+  it('adds the tokens the config asks for when tokenizer.json does not', () => {
+    const plain = createTokenizer(byteLevelTokenizerJson(), BYTE_LEVEL_CONFIG);
+    const flagged = createTokenizer(byteLevelTokenizerJson(), { ...BYTE_LEVEL_CONFIG, add_bos_token: true, add_eos_token: true });
+    const ids = plain.encode('hi');
+    const bos = plain.encode('<|endoftext|>', { addSpecialTokens: false });
+    const eos = plain.encode('<|im_end|>', { addSpecialTokens: false });
+    expect(bos).toHaveLength(1);
+    expect(flagged.encode('hi')).toEqual([...bos, ...ids, ...eos]);
+    expect(flagged.encode('hi', { addSpecialTokens: false })).toEqual(ids);
+  });
+});
