@@ -5,6 +5,9 @@ import { createSequenceSampler, logSoftmaxAt, type SequenceSampler } from './sam
 import { StopSequenceMatcher } from './stopping.js';
 import type { StepToken } from './messages.js';
 
+/** TGI's DEFAULT_GENERATION_LENGTH: the most new tokens one request reserves up front. */
+const RESERVED_NEW_TOKENS = 1024;
+
 /** What a sequence needs from the worker it runs in. */
 export interface SequenceContext {
   tokenizer: TextTokenizer;
@@ -41,9 +44,13 @@ export class Sequence {
     return this.promptIds.length;
   }
 
-  /** Tokens the sequence may occupy in the KV cache at most. */
+  /**
+   * Tokens the sequence reserves in the KV budget: the prompt and its new tokens, counting at most
+   * TGI's 1024-token generation chunk, so requests without max_new_tokens (the budget's whole rest)
+   * do not each hold the cache of a full context.
+   */
   get reservedTokens(): number {
-    return this.promptIds.length + this.maxNewTokens;
+    return this.promptIds.length + Math.min(this.maxNewTokens, RESERVED_NEW_TOKENS);
   }
 
   get lastToken(): number {
