@@ -176,7 +176,7 @@ export interface EngineOptions {
   threads?: number;
   /** Most sequences decoded in one forward pass. */
   maxBatchSize?: number;
-  /** Most prompt tokens prefilled in one forward pass. */
+  /** Most (padded) prompt tokens in one forward pass; longer prompts are prefilled in chunks. Default 512. */
   maxBatchPrefillTokens?: number;
   /** KV budget of the running batch: the sum over sequences of prompt + max_new_tokens. */
   maxBatchTotalTokens?: number;

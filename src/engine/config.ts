@@ -35,7 +35,7 @@ export function resolveConfig(options: EngineOptions, config: ModelConfig, model
       maxTotalTokens,
     },
     maxBatchSize,
-    maxBatchPrefillTokens: positiveInt('maxBatchPrefillTokens', options.maxBatchPrefillTokens, 2048),
+    maxBatchPrefillTokens: positiveInt('maxBatchPrefillTokens', options.maxBatchPrefillTokens, 512),
     maxBatchTotalTokens: positiveInt(
       'maxBatchTotalTokens',
       options.maxBatchTotalTokens,

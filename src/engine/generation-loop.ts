@@ -2,25 +2,28 @@ import { getHeapStatistics } from 'node:v8';
 import { GenerationError, serializeError } from '../errors.js';
 import type { EngineStats } from '../types.js';
 import { BatchQueue, type BatchBudget } from './batch-queue.js';
-import { KvBatch, prefillInputs } from './kv-batch.js';
+import type { KvBatch } from './kv-batch.js';
 import type { FromWorker, StepToken } from './messages.js';
 import type { ModelSession } from './model-session.js';
+import { ChunkedPrefill } from './prefill.js';
 import type { Sequence } from './sequence.js';
 
 /** Decode steps a finished row may stay in the cache, waiting to be merged out with a joining request. */
 const DEAD_ROW_STEPS = 4;
 
 /**
- * Continuous batching in the worker. Each turn: drop cancelled rows, prefill whatever waiting
- * requests fit the budgets, concatenate them into the running batch, run one decode step over every
- * row, and post one message with all the new tokens. New requests join at the next step boundary,
- * so a request arriving under load waits for at most one decode step before its prefill.
+ * Continuous batching in the worker. Each turn: drop cancelled rows; start a prefill of whatever
+ * waiting requests fit the budgets, or run the next chunk of the one under way; merge finished
+ * prefills into the running batch; run one decode step over every row; post one message per pass
+ * with all the new tokens. A request arriving under load waits at most one decode step before its
+ * prefill starts, and a long prompt's chunks alternate with the running streams' steps.
  */
 export class GenerationLoop {
   private readonly queue: BatchQueue<Sequence>;
   private readonly running = new Map<number, Sequence>();
   private readonly cancelled = new Set<number>();
   private batch: KvBatch | null = null;
+  private prefilling: ChunkedPrefill | null = null;
   private stepsWithDeadRows = 0;
   private wake: (() => void) | null = null;
   private closed = false;
@@ -28,7 +31,7 @@ export class GenerationLoop {
 
   constructor(
     private readonly model: ModelSession,
-    budget: BatchBudget,
+    private readonly budget: BatchBudget,
     private readonly post: (message: FromWorker) => void,
   ) {
     this.queue = new BatchQueue(budget);
@@ -40,7 +43,8 @@ export class GenerationLoop {
   }
 
   cancel(id: number): void {
-    if (!this.queue.remove(id) && this.running.has(id)) this.cancelled.add(id);
+    if (this.queue.remove(id)) return;
+    if (this.running.has(id) || this.prefilling?.sequences.some((s) => s.id === id)) this.cancelled.add(id);
   }
 
   stop(): void {
@@ -63,14 +67,18 @@ export class GenerationLoop {
 
   async run(): Promise<void> {
     while (!this.closed) {
-      if (this.queue.size === 0 && this.running.size === 0) {
+      if (this.queue.size === 0 && this.running.size === 0 && !this.prefilling) {
         await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = null;
         continue;
       }
       this.dropCancelled();
-      const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.stats().batchReservedTokens });
-      if (joining.length > 0) await this.guard(joining, () => this.prefill(joining));
+      if (!this.prefilling) {
+        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.stats().batchReservedTokens });
+        if (joining.length > 0) this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens);
+      }
+      const prefill = this.prefilling;
+      if (prefill) await this.guard(prefill.sequences, () => this.prefill(prefill));
       this.dropCancelled();
       if (this.running.size > 0) await this.guard([...this.running.values()], () => this.decode());
       // Let cancellations and submissions that arrived during the pass be handled before the next one.
@@ -78,26 +86,16 @@ export class GenerationLoop {
     }
   }
 
-  private async prefill(sequences: Sequence[]): Promise<void> {
-    for (const s of sequences) s.markStarted();
-    const inputs = prefillInputs(sequences.map((s) => s.promptIds), this.model.emptyPast(sequences.length));
-    const { logits, present } = await this.model.forward(inputs);
-    const vocab = logits.length / (inputs.batch * inputs.seqLen);
-    const tokens = sequences.map((s, r) => {
-      const rowEnd = (r + 1) * inputs.seqLen * vocab;
-      const step = s.next(logits.subarray(rowEnd - vocab, rowEnd));
-      if (s.params.decoderInputDetails) {
-        step.prefill = s.prefillTokens(logits.subarray(r * inputs.seqLen * vocab, rowEnd), vocab, inputs.pads[r]);
-      }
-      return step;
-    });
+  private async prefill(prefill: ChunkedPrefill): Promise<void> {
+    const done = await prefill.next();
+    if (!done) return;
+    this.prefilling = null;
     // First tokens go out before the cache is merged: the copy is no part of their latency.
-    this.emit(tokens);
-    for (const s of sequences) if (!s.finished) this.running.set(s.id, s);
-    const joined = KvBatch.fromPrefill(sequences.map((s) => s.id), inputs.pads, present);
-    if (sequences.some((s) => s.finished)) joined.filter(this.liveIds());
-    if (this.batch) this.batch.merge(this.liveIds(), joined);
-    else this.batch = joined;
+    this.emit(done.tokens);
+    for (const s of prefill.sequences) if (!s.finished && !this.cancelled.delete(s.id)) this.running.set(s.id, s);
+    if (prefill.sequences.some((s) => !this.running.has(s.id))) done.joined.filter(this.liveIds());
+    if (this.batch) this.batch.merge(this.liveIds(), done.joined);
+    else this.batch = done.joined;
     this.stepsWithDeadRows = 0;
   }
 
@@ -143,8 +141,16 @@ export class GenerationLoop {
 
   private dropCancelled(): void {
     if (this.cancelled.size === 0) return;
-    for (const id of this.cancelled) this.running.delete(id);
-    this.cancelled.clear();
+    // A prefill whose requests all left stops; otherwise its cancelled rows are dropped when it ends.
+    if (this.prefilling?.sequences.every((s) => this.cancelled.has(s.id))) {
+      for (const s of this.prefilling.sequences) this.cancelled.delete(s.id);
+      this.prefilling = null;
+    }
+    let dropped = false;
+    for (const id of this.cancelled) {
+      if (this.running.delete(id)) dropped = this.cancelled.delete(id);
+    }
+    if (!dropped) return;
     this.compact();
     // The main thread learns the new batch size even when no forward pass follows.
     this.emit([]);
@@ -158,7 +164,11 @@ export class GenerationLoop {
     } catch (error) {
       this.healthy = false;
       const ids = sequences.map((s) => s.id);
-      for (const id of ids) this.running.delete(id);
+      for (const id of ids) {
+        this.running.delete(id);
+        this.cancelled.delete(id);
+      }
+      if (this.prefilling?.sequences === sequences) this.prefilling = null;
       if (this.running.size === 0) this.batch = null;
       else this.batch?.filter(this.liveIds());
       const failure = new GenerationError((error as Error).message ?? String(error), error);

@@ -1,7 +1,7 @@
 import type { TextTokenizer } from '../text/tokenizer.js';
 import { IncrementalDetokenizer } from '../text/detokenizer.js';
 import type { FinishReason, PrefillToken, Token, ValidatedParameters } from '../types.js';
-import { createSequenceSampler, logSoftmaxAt, type SequenceSampler } from './sampling.js';
+import { createSequenceSampler, type SequenceSampler } from './sampling.js';
 import { StopSequenceMatcher } from './stopping.js';
 import type { StepToken } from './messages.js';
 
@@ -61,13 +61,9 @@ export class Sequence {
     this.startedAt = performance.now();
   }
 
-  /** Prompt logprobs from the prefill's logits (`[seqLen, vocab]` of this row, left-padded by `pad`). */
-  prefillTokens(logits: Float32Array, vocab: number, pad: number): PrefillToken[] {
-    return this.promptIds.map((id, j) => ({
-      id,
-      text: this.ctx.tokenizer.decode([id]),
-      logprob: j === 0 ? null : logSoftmaxAt(logits.subarray((pad + j - 1) * vocab, (pad + j) * vocab), id),
-    }));
+  /** Prompt tokens with the logprobs the prefill computed (the first has none). */
+  prefillTokens(logprobs: readonly (number | null)[]): PrefillToken[] {
+    return this.promptIds.map((id, j) => ({ id, text: this.ctx.tokenizer.decode([id]), logprob: logprobs[j] }));
   }
 
   /** Chooses the next token from this row's last-position logits and checks the stop criteria. */

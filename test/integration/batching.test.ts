@@ -100,3 +100,69 @@ describe('continuous batching', () => {
     await expect.poll(() => engine.stats().batchSize, { timeout: 2000 }).toBe(0);
   });
 });
+
+describe('chunked prefill', () => {
+  const LONG = Array.from({ length: 60 }, (_, i) => `word${i}`).join(' ');
+
+  async function endOf(target: Engine, inputs: string, parameters: GenerateParameters) {
+    let last: GenerationEvent | null = null;
+    for await (const event of target.generate({ inputs, parameters })) last = event;
+    return last as Extract<GenerationEvent, { type: 'end' }>;
+  }
+
+  it('gives the same tokens and prompt logprobs as a one-pass prefill', async () => {
+    const chunked = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchPrefillTokens: 16 });
+    try {
+      const params = { max_new_tokens: 10, do_sample: false, details: true, decoder_input_details: true };
+      const [a, b] = [await endOf(engine, LONG, params), await endOf(chunked, LONG, params)];
+      expect(a.inputLength).toBeGreaterThan(64);
+      expect(b.tokens.map((t) => t.id)).toEqual(a.tokens.map((t) => t.id));
+      expect(b.prefill.map((t) => t.id)).toEqual(a.prefill.map((t) => t.id));
+      b.prefill.forEach((t, j) => {
+        if (j === 0) expect(t.logprob).toBeNull();
+        else expect(Math.abs(t.logprob! - a.prefill[j].logprob!)).toBeLessThanOrEqual(1e-4);
+      });
+    } finally {
+      await chunked.close();
+    }
+  });
+
+  it('keeps the running streams going while a long prompt is prefilled, and drops it when cancelled', async () => {
+    const chunked = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchPrefillTokens: 8 });
+    try {
+      const longPrompt = `${LONG} ${LONG} ${LONG}`;
+      let streamed = 0;
+      let duringPrefill = -1;
+      const controller = new AbortController();
+      let submitted = false;
+      const long = (async () => {
+        await new Promise<void>((resolve) => {
+          const wait = () => (submitted ? resolve() : setTimeout(wait, 1));
+          wait();
+        });
+        const startedAt = streamed;
+        for await (const _ of chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 2, do_sample: false } }, { signal: controller.signal })) {
+          if (duringPrefill < 0) duringPrefill = streamed - startedAt;
+        }
+      })();
+      for await (const _ of chunked.generate({ inputs: 'Keep going', parameters: { max_new_tokens: 400, do_sample: false } })) {
+        streamed += 1;
+        if (streamed === 5) submitted = true;
+      }
+      await long;
+      // Over 20 chunks of 8 tokens: without chunking the stream would get no token meanwhile.
+      expect(duringPrefill).toBeGreaterThanOrEqual(10);
+
+      // Cancelled in the middle of its chunks, the long prompt leaves no row behind.
+      const cancelled = chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 5 } }, { signal: controller.signal });
+      await cancelled.accepted;
+      setTimeout(() => controller.abort(), 5);
+      await expect((async () => { for await (const _ of cancelled); })()).rejects.toMatchObject({ name: 'AbortError' });
+      expect(await endOf(chunked, 'After', { max_new_tokens: 3, do_sample: false })).toMatchObject({ generatedTokens: 3 });
+      await expect.poll(() => chunked.stats().batchSize, { timeout: 2000 }).toBe(0);
+      expect(chunked.stats().queueSize).toBe(0);
+    } finally {
+      await chunked.close();
+    }
+  });
+});
