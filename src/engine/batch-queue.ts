@@ -35,11 +35,6 @@ export class BatchQueue<T extends QueueEntry> {
     return index < 0 ? undefined : this.entries.splice(index, 1)[0];
   }
 
-  /** Removes every entry, for failing them all. */
-  drain(): T[] {
-    return this.entries.splice(0);
-  }
-
   /**
    * Takes the entries that join the running batch now. An entry that alone exceeds a budget still runs
    * when the batch is empty, otherwise it would wait forever.

@@ -26,11 +26,6 @@ export class KvBatch {
     return this.rowIds.length;
   }
 
-  /** Tokens the batch holds, padding included: what the cache costs in memory. */
-  get paddedTokens(): number {
-    return this.size * this.length;
-  }
-
   /** Inputs of one decode step: each row's last token at its own next position. */
   decodeInputs(lastTokens: readonly number[]): ForwardInputs {
     const batch = this.size;
