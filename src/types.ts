@@ -219,6 +219,15 @@ export interface EngineStats {
   workerMemoryBytes: number;
 }
 
+/** One forward pass of the engine, for the batch metrics (TGI's `tgi_batch_*`). */
+export interface ForwardPassRecord {
+  method: 'prefill' | 'decode';
+  /** Sequences in the pass. */
+  rows: number;
+  seconds: number;
+  ok: boolean;
+}
+
 /** A token of `/tokenize`: character offsets into the input. */
 export interface TokenizedToken {
   id: number;
@@ -244,6 +253,8 @@ export interface Engine {
   applyChatTemplate(messages: ChatMessage[], options?: { tools?: unknown[]; addGenerationPrompt?: boolean }): Promise<string>;
   tokenize(text: string): Promise<TokenizedToken[]>;
   stats(): EngineStats;
+  /** Calls `listener` after every forward pass; returns the function that unsubscribes. */
+  onForwardPass(listener: (pass: ForwardPassRecord) => void): () => void;
   /** True when the model serves: after a failed forward pass it runs a one-token probe, as TGI's health check does. */
   health(): Promise<boolean>;
   close(options?: CloseOptions): Promise<void>;

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { GenerationError, InferenceError, UnavailableError, ValidationError, deserializeError } from '../errors.js';
 import { validateParameters } from '../params.js';
 import type {
-  ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, GenerateOptions,
+  ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, ForwardPassRecord, GenerateOptions,
   GenerateRequest, Generation, GenerationEvent, ModelInfo, TokenizedToken,
 } from '../types.js';
 import { EventChannel } from './event-channel.js';
@@ -32,6 +32,7 @@ class WorkerEngine implements Engine {
   private readonly requests = new Map<number, RequestState>();
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   private nextId = 1;
+  private readonly passListeners = new Set<(pass: ForwardPassRecord) => void>();
   private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true, workerMemoryBytes: 0 };
   private stopping: UnavailableError | null = null;
   private restarting: Promise<void> | null = null;
@@ -96,6 +97,11 @@ class WorkerEngine implements Engine {
     return this.latest;
   }
 
+  onForwardPass(listener: (pass: ForwardPassRecord) => void): () => void {
+    this.passListeners.add(listener);
+    return () => this.passListeners.delete(listener);
+  }
+
   async health(): Promise<boolean> {
     if (this.stopping || this.restarting) return false;
     if (this.latest.healthy) return true;
@@ -157,9 +163,11 @@ class WorkerEngine implements Engine {
       case 'rejected': return this.settle(message.id, deserializeError(message.error));
       case 'step':
         this.latest = message.stats;
+        if (message.pass) this.passListeners.forEach((listener) => listener(message.pass!));
         return message.tokens.forEach((token) => this.deliver(token));
       case 'failed': {
         this.latest = message.stats;
+        this.passListeners.forEach((listener) => listener(message.pass));
         const error = deserializeError(message.error);
         return message.ids.forEach((id) => this.settle(id, error));
       }

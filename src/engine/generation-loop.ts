@@ -1,6 +1,6 @@
 import { getHeapStatistics } from 'node:v8';
 import { GenerationError, serializeError } from '../errors.js';
-import type { EngineStats } from '../types.js';
+import type { EngineStats, ForwardPassRecord } from '../types.js';
 import { BatchQueue, type BatchBudget } from './batch-queue.js';
 import type { KvBatch } from './kv-batch.js';
 import type { FromWorker, StepToken } from './messages.js';
@@ -25,6 +25,8 @@ export class GenerationLoop {
   private batch: KvBatch | null = null;
   private prefilling: ChunkedPrefill | null = null;
   private stepsWithDeadRows = 0;
+  /** The pass under way, reported with the first message it sends. */
+  private pass: { method: 'prefill' | 'decode'; rows: number; started: number } | null = null;
   private wake: (() => void) | null = null;
   private closed = false;
   private healthy = true;
@@ -78,9 +80,9 @@ export class GenerationLoop {
         if (joining.length > 0) this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens);
       }
       const prefill = this.prefilling;
-      if (prefill) await this.guard(prefill.sequences, () => this.prefill(prefill));
+      if (prefill) await this.guard('prefill', prefill.sequences, () => this.prefill(prefill));
       this.dropCancelled();
-      if (this.running.size > 0) await this.guard([...this.running.values()], () => this.decode());
+      if (this.running.size > 0) await this.guard('decode', [...this.running.values()], () => this.decode());
       // Let cancellations and submissions that arrived during the pass be handled before the next one.
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -88,7 +90,7 @@ export class GenerationLoop {
 
   private async prefill(prefill: ChunkedPrefill): Promise<void> {
     const done = await prefill.next();
-    if (!done) return;
+    if (!done) return this.emit([]);
     this.prefilling = null;
     // First tokens go out before the cache is merged: the copy is no part of their latency.
     this.emit(done.tokens);
@@ -103,7 +105,7 @@ export class GenerationLoop {
     const batch = this.batch!;
     // Rows that finished since the last merge ride along until it is worth copying them out.
     const rows = batch.rowIds.map((id) => this.running.get(id));
-    const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? 0)));
+    const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? null)));
     batch.advance(present);
     const vocab = logits.length / rows.length;
     const tokens: StepToken[] = [];
@@ -136,7 +138,13 @@ export class GenerationLoop {
   }
 
   private emit(tokens: StepToken[]): void {
-    this.post({ type: 'step', tokens, stats: this.stats() });
+    this.post({ type: 'step', tokens, stats: this.stats(), ...(this.pass ? { pass: this.record(true) } : {}) });
+    this.pass = null;
+  }
+
+  private record(ok: boolean): ForwardPassRecord {
+    const { method, rows, started } = this.pass!;
+    return { method, rows, ok, seconds: (performance.now() - started) / 1000 };
   }
 
   private dropCancelled(): void {
@@ -157,10 +165,15 @@ export class GenerationLoop {
   }
 
   /** A failed forward pass fails the sequences it carried; the loop goes on serving the others. */
-  private async guard(sequences: Sequence[], pass: () => Promise<void>): Promise<void> {
+  private async guard(method: 'prefill' | 'decode', sequences: Sequence[], pass: () => Promise<void>): Promise<void> {
+    this.pass = { method, rows: sequences.length, started: performance.now() };
     try {
       await pass();
-      this.healthy = true;
+      if (!this.healthy) {
+        this.healthy = true;
+        // The pass's own message still said unhealthy; the main thread must learn it recovered.
+        this.emit([]);
+      }
     } catch (error) {
       this.healthy = false;
       const ids = sequences.map((s) => s.id);
@@ -172,7 +185,8 @@ export class GenerationLoop {
       if (this.running.size === 0) this.batch = null;
       else this.batch?.filter(this.liveIds());
       const failure = new GenerationError((error as Error).message ?? String(error), error);
-      this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats() });
+      this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats(), pass: this.record(false) });
+      this.pass = null;
     }
   }
 }

@@ -26,8 +26,12 @@ export class KvBatch {
     return this.rowIds.length;
   }
 
-  /** Inputs of one decode step: each row's last token at its own next position. */
-  decodeInputs(lastTokens: readonly number[]): ForwardInputs {
+  /**
+   * Inputs of one decode step: each row's last token at its own next position. A null token marks a
+   * finished row still in the cache: it gets position 0, so it can never run past the model's
+   * position table, and its output is ignored.
+   */
+  decodeInputs(lastTokens: readonly (number | null)[]): ForwardInputs {
     const batch = this.size;
     const total = this.length + 1;
     const attentionMask = new BigInt64Array(batch * total);
@@ -35,8 +39,10 @@ export class KvBatch {
     const inputIds = new BigInt64Array(batch);
     for (let r = 0; r < batch; r++) {
       attentionMask.fill(1n, r * total + this.pads[r], (r + 1) * total);
+      const token = lastTokens[r];
+      if (token === null) continue;
       positionIds[r] = BigInt(this.length - this.pads[r]);
-      inputIds[r] = BigInt(lastTokens[r]);
+      inputIds[r] = BigInt(token);
     }
     return { batch, seqLen: 1, inputIds, attentionMask, positionIds, past: this.kv };
   }

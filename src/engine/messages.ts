@@ -1,7 +1,7 @@
 /** The messages between the main-thread `Engine` and its worker. Plain data: they cross `postMessage`. */
 import type { SerializedError } from '../errors.js';
 import type {
-  ChatMessage, EngineOptions, EngineStats, FinishReason, ModelInfo, PrefillToken, Token, ValidatedParameters,
+  ChatMessage, EngineOptions, EngineStats, FinishReason, ForwardPassRecord, ModelInfo, PrefillToken, Token, ValidatedParameters,
 } from '../types.js';
 
 export type Prompt = { text: string } | { messages: ChatMessage[]; tools?: unknown[] };
@@ -43,6 +43,6 @@ export type FromWorker =
   | { type: 'accepted'; id: number; inputLength: number }
   | { type: 'rejected'; id: number; error: SerializedError }
   /** Every sequence's token of one forward pass, in one message. */
-  | { type: 'step'; tokens: StepToken[]; stats: EngineStats }
-  | { type: 'failed'; ids: number[]; error: SerializedError; stats: EngineStats }
+  | { type: 'step'; tokens: StepToken[]; stats: EngineStats; pass?: ForwardPassRecord }
+  | { type: 'failed'; ids: number[]; error: SerializedError; stats: EngineStats; pass: ForwardPassRecord }
   | { type: 'reply'; callId: number; result?: unknown; error?: SerializedError };

@@ -5,11 +5,11 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
-import { InferenceError, TemplateError, serializeError } from '../errors.js';
+import { InferenceError, TemplateError, ValidationError, serializeError } from '../errors.js';
 import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
-import { loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
-import type { ModelInfo } from '../types.js';
+import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
+import type { ModelInfo, TokenizedToken } from '../types.js';
 import { resolveConfig } from './config.js';
 import { GenerationLoop } from './generation-loop.js';
 import type { FromWorker, Prompt, ToWorker, WorkerInit } from './messages.js';
@@ -62,10 +62,14 @@ function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, ad
 function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): void {
   const { id, prompt, params } = message;
   try {
+    const { limits } = engine.info;
+    // Without truncate, a prompt far over the context is refused before it is tokenized in full.
+    const beyond = 'text' in prompt && params.truncate === null ? countBeyond(engine.tokenizer, prompt.text, limits.maxTotalTokens) : null;
+    if (beyond !== null) checkTokenBudget(beyond, params, limits);
     const ids = 'text' in prompt
       ? engine.tokenizer.encode(prompt.text)
       : engine.tokenizer.encode(render(engine, prompt), { addSpecialTokens: false });
-    const { maxNewTokens, dropLeading } = checkTokenBudget(ids.length, params, engine.info.limits);
+    const { maxNewTokens, dropLeading } = checkTokenBudget(ids.length, params, limits);
     const promptIds = ids.slice(dropLeading);
     post({ type: 'accepted', id, inputLength: promptIds.length });
     engine.loop.submit(new Sequence(id, promptIds, params, maxNewTokens, engine.ctx));
@@ -74,11 +78,20 @@ function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>):
   }
 }
 
+/** `/tokenize` serves texts that fit the context; longer ones would only hold up the streams. */
+function tokenize(engine: Loaded, text: string): TokenizedToken[] {
+  const max = engine.info.limits.maxTotalTokens;
+  const beyond = countBeyond(engine.tokenizer, text, max);
+  const tokens = beyond === null ? engine.tokenizer.tokenizeWithOffsets(text) : null;
+  if (tokens === null || tokens.length > max) {
+    throw new ValidationError(`\`inputs\` must have less than ${max} tokens. Given: ${tokens?.length ?? beyond}`, 'inputs');
+  }
+  return tokens;
+}
+
 function call(engine: Loaded, message: Extract<ToWorker, { type: 'call' }>): void {
   try {
-    const result = message.method === 'tokenize'
-      ? engine.tokenizer.tokenizeWithOffsets(message.text)
-      : render(engine, message, message.addGenerationPrompt);
+    const result = message.method === 'tokenize' ? tokenize(engine, message.text) : render(engine, message, message.addGenerationPrompt);
     post({ type: 'reply', callId: message.callId, result });
   } catch (error) {
     post({ type: 'reply', callId: message.callId, error: serializeError(error) });

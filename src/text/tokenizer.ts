@@ -225,3 +225,28 @@ function align(text: string, cursor: number, piece: string): [number, number] {
   if (text.startsWith(trimmed, at)) return [cursor, at + trimmed.length];
   return [cursor, Math.min(text.length, cursor + piece.length)];
 }
+
+/** Characters tokenized per piece when counting a long text. */
+const COUNT_PIECE = 8192;
+
+/**
+ * Whether `text` surely has more than `limit` tokens, found by tokenizing it piece by piece and
+ * stopping early: an oversized prompt then costs the worker about `limit` tokens of work instead of
+ * the whole text (a 2 MB body takes seconds, and every stream waits meanwhile). Pieces end at a
+ * space, where byte-level and SentencePiece pre-tokenizers split anyway; a margin covers the few
+ * tokens a piece boundary can shift. Returns the count so far (a lower bound), or null.
+ */
+export function countBeyond(tokenizer: TextTokenizer, text: string, limit: number): number | null {
+  const margin = limit + Math.ceil(limit / 10) + 64;
+  if (text.length <= margin) return null;
+  let count = 0;
+  for (let start = 0; start < text.length; ) {
+    let end = Math.min(text.length, start + COUNT_PIECE);
+    const space = end < text.length ? text.lastIndexOf(' ', end) : -1;
+    if (space > start) end = space;
+    count += tokenizer.encode(text.slice(start, end), { addSpecialTokens: false }).length;
+    if (count > margin) return count;
+    start = end;
+  }
+  return null;
+}

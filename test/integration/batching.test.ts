@@ -166,3 +166,15 @@ describe('chunked prefill', () => {
     }
   });
 });
+
+describe('rows at the end of the context', () => {
+  it('lets a row finish at the position limit while others go on', async () => {
+    // Without max_new_tokens each request fills the context (2048 on tiny); the 4-token prompt ends
+    // first and stays in the cache for a few steps as a finished row, which must not move past the
+    // last position (regression: its position reached 2048 and failed the whole batch).
+    const results = await Promise.all(['x', 'x', 'x', 'xxxx'].map((inputs) => tokens(inputs, { do_sample: false })));
+    const lengths = results.map((r) => r.ids.length);
+    expect(lengths.slice(0, 3).every((n) => n === lengths[0])).toBe(true);
+    expect(lengths[3]).toBeLessThan(lengths[0]);
+  });
+});

@@ -46,6 +46,13 @@ describe('KvBatch', () => {
     expect([...inputs.attentionMask]).toEqual([1n, 1n, 1n, 1n, 0n, 0n, 1n, 1n]);
   });
 
+  it('gives a finished row position 0 so it never runs past the position table', () => {
+    const batch = KvBatch.fromPrefill([1, 2], [0, 0], [present(2, 3, 1, [0, 0])]);
+    const inputs = batch.decodeInputs([11, null]);
+    expect([...inputs.positionIds]).toEqual([3n, 0n]);
+    expect([...inputs.inputIds]).toEqual([11n, 0n]);
+  });
+
   it('concatenates batches of different lengths, re-padding the shorter on the left', () => {
     const a = KvBatch.fromPrefill([1], [0], [present(1, 2, 1, [0])]);
     const b = KvBatch.fromPrefill([2, 3], [0, 3], [present(2, 4, 2, [0, 3])]);

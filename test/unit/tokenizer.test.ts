@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelLoadError } from '../../src/errors.js';
-import { createTokenizer, loadTokenizer, type TextTokenizer } from '../../src/text/tokenizer.js';
+import { countBeyond, createTokenizer, loadTokenizer, type TextTokenizer } from '../../src/text/tokenizer.js';
 import {
   BYTE_LEVEL_CONFIG,
   SENTENCE_PIECE_CONFIG,
@@ -244,5 +244,26 @@ describe('add_bos_token / add_eos_token in tokenizer_config.json', () => {
     expect(bos).toHaveLength(1);
     expect(flagged.encode('hi')).toEqual([...bos, ...ids, ...eos]);
     expect(flagged.encode('hi', { addSpecialTokens: false })).toEqual(ids);
+  });
+});
+
+describe('countBeyond', () => {
+  const tokenizer = createTokenizer(byteLevelTokenizerJson(), BYTE_LEVEL_CONFIG);
+
+  it('finds a text far over the limit without tokenizing all of it', () => {
+    const text = 'hello world, '.repeat(200_000);
+    const count = countBeyond(tokenizer, text, 1000);
+    expect(count).not.toBeNull();
+    expect(count!).toBeGreaterThan(1000);
+    // It stopped early: the whole text has hundreds of thousands of tokens.
+    expect(count!).toBeLessThan(20_000);
+  });
+
+  it('returns null for texts that may fit, so they are tokenized exactly', () => {
+    expect(countBeyond(tokenizer, 'hello world', 1000)).toBeNull();
+    const near = 'ab '.repeat(540);
+    expect(tokenizer.encode(near).length).toBeGreaterThan(1000);
+    // Within the margin above the limit: left to the exact count.
+    expect(countBeyond(tokenizer, near, 1000)).toBeNull();
   });
 });
