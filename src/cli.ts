@@ -10,6 +10,7 @@ import { createInferenceHandler } from './http/handler.js';
 const USAGE = `Usage:
   streaming-inference serve --model DIR [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
                             [--dtype fp32|fp16|q8|int8|q4|...] [--threads N] [--max-batch-size 32] [--drain-timeout-ms 10000]
+                            [--body-limit 2000000] [--stall-timeout-ms 30000]
   streaming-inference fixture --size tiny|demo|bench --out DIR`;
 
 function int(value: string | undefined, name: string): number | undefined {
@@ -31,6 +32,8 @@ export async function serve(argv: string[]): Promise<void> {
       threads: { type: 'string' },
       'max-batch-size': { type: 'string' },
       'drain-timeout-ms': { type: 'string', default: '10000' },
+      'body-limit': { type: 'string' },
+      'stall-timeout-ms': { type: 'string' },
     },
   });
   if (!values.model) throw new Error('--model DIR is required');
@@ -40,6 +43,8 @@ export async function serve(argv: string[]): Promise<void> {
     threads: int(values.threads, 'threads'),
     maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
     maxConcurrentRequests: int(values['max-concurrent-requests'], 'max-concurrent-requests'),
+    bodyLimit: int(values['body-limit'], 'body-limit'),
+    stallTimeoutMs: int(values['stall-timeout-ms'], 'stall-timeout-ms'),
   });
   const server = createServer((req, res) => {
     const path = req.url ?? '/';

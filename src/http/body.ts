@@ -31,7 +31,7 @@ function parsedByHost(req: BodyCarrier): boolean {
  */
 export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unknown> {
   if (parsedByHost(req)) {
-    if (typeof req.body !== 'string' && !Buffer.isBuffer(req.body)) return req.body;
+    if (typeof req.body !== 'string' && !Buffer.isBuffer(req.body)) return checkDepth(req.body);
     return parse(String(req.body));
   }
   const declared = Number(req.headers['content-length']);
@@ -62,9 +62,26 @@ export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unk
 
 function parse(text: string): unknown {
   if (text.trim() === '') throw new MalformedBodyError('the request body is empty');
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (error) {
     throw new MalformedBodyError((error as Error).message);
   }
+  return checkDepth(value);
+}
+
+/** serde_json's limit, which TGI inherits: deeper values overflow recursive code (structured clone, templates). */
+const MAX_DEPTH = 128;
+
+/** `value`, unless arrays and objects nest deeper than MAX_DEPTH; walked without recursion. */
+function checkDepth(value: unknown): unknown {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (typeof node !== 'object' || node === null) continue;
+    if (depth > MAX_DEPTH) throw new MalformedBodyError(`recursion limit exceeded: nested deeper than ${MAX_DEPTH}`);
+    for (const child of Object.values(node)) stack.push([child, depth + 1]);
+  }
+  return value;
 }

@@ -110,6 +110,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   };
 
   metrics?.observe({ engine: () => engine, admission });
+  if (metrics) void loading.then((loaded) => metrics.watch(loaded), () => {});
 
   return {
     matches: (path) => Object.hasOwn(ROUTES, routePath(path)),
@@ -122,14 +123,10 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
           return sendError(res, { ...errorResponse(error, route.family), status: 405 });
         }
         let body: unknown;
-        if (route.method === 'POST') {
-          metrics?.request();
-          body = await readJsonBody(req, bodyLimit);
-        }
+        if (route.method === 'POST') body = await readJsonBody(req, bodyLimit);
         await route.serve(ctx, res, body);
       } catch (error) {
         if (error instanceof MalformedBodyError) return sendError(res, malformedJsonResponse(route.family, error.detail));
-        if (InferenceError.isInstance(error)) metrics?.failure(error.errorType);
         sendError(res, errorResponse(error, route.family));
       }
     },

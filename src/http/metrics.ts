@@ -21,6 +21,8 @@ export interface Metrics {
   render(): Promise<string>;
   /** Wires the live gauges to an engine and an admission controller. */
   observe(source: { engine: () => Engine | null; admission: AdmissionController }): void;
+  /** Records the engine's forward passes (once it is loaded). */
+  watch(engine: Engine): void;
 }
 
 /**
@@ -44,6 +46,14 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const perToken = new Histogram({ name: 'tgi_request_mean_time_per_token_duration', help: 'Mean inter-token latency (s)', buckets: DURATION_BUCKETS, registers });
   const inputLength = new Histogram({ name: 'tgi_request_input_length', help: 'Prompt tokens', buckets: TOKEN_BUCKETS, registers });
   const generated = new Histogram({ name: 'tgi_request_generated_tokens', help: 'Generated tokens', buckets: TOKEN_BUCKETS, registers });
+  const method = ['method'];
+  const passes = new Counter({ name: 'tgi_batch_inference_count', help: 'Forward passes', labelNames: method, registers });
+  const passOk = new Counter({ name: 'tgi_batch_inference_success', help: 'Forward passes that succeeded', labelNames: method, registers });
+  const passFailed = new Counter({ name: 'tgi_batch_inference_failure', help: 'Forward passes that failed', labelNames: method, registers });
+  const passDuration = new Histogram({
+    name: 'tgi_batch_forward_duration', help: 'Forward pass duration, with sampling (s)', labelNames: method, buckets: DURATION_BUCKETS, registers,
+  });
+  const nextSize = new Histogram({ name: 'tgi_batch_next_size', help: 'Requests in a new prefill', buckets: TOKEN_BUCKETS, registers });
   new Gauge({ name: 'tgi_queue_size', help: 'Requests waiting for the batch', registers, collect() { this.set(stats()?.queueSize ?? 0); } });
   new Gauge({ name: 'tgi_batch_current_size', help: 'Sequences in the running batch', registers, collect() { this.set(stats()?.batchSize ?? 0); } });
   new Gauge({
@@ -68,6 +78,15 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     contentType: registry.contentType,
     render: () => registry.metrics(),
     observe: (s) => (source = s),
+    watch: (engine) => {
+      engine.onForwardPass((pass) => {
+        const labels = { method: pass.method };
+        passes.inc(labels);
+        (pass.ok ? passOk : passFailed).inc(labels);
+        passDuration.observe(labels, pass.seconds);
+        if (pass.method === 'prefill') nextSize.observe(pass.rows);
+      });
+    },
     request: () => requests.inc(),
     failure: (err) => failure.inc({ err }),
     success(end: EndEvent, seconds: number) {

@@ -24,6 +24,7 @@ export interface GenerationSpec {
  */
 export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, spec: GenerationSpec): Promise<void> {
   const engine = ctx.engine();
+  ctx.metrics?.request();
   const permit = ctx.admission.tryAcquire();
   if (!permit) {
     ctx.metrics?.failure('overloaded');
@@ -47,7 +48,9 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
       const { json, headers } = spec.body!(end);
       sendJson(res, 200, json, headers);
     }
-    if (end) ctx.metrics?.success(end, (performance.now() - started) / 1000);
+    // A client gone before it had the last event is a drop, even when the engine had finished.
+    if (controller.signal.aborted) ctx.metrics?.failure('dropped');
+    else if (end) ctx.metrics?.success(end, (performance.now() - started) / 1000);
   } catch (error) {
     if (controller.signal.aborted) {
       ctx.metrics?.failure('dropped');
