@@ -137,6 +137,7 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
 
   it('GET /metrics answers Prometheus text with TGI counters', async () => {
     await post(url('/generate'), { inputs: PROMPT, parameters: { temperature: 0 } });
+    await post(url('/generate'), { inputs: PROMPT, parameters: { max_new_tokens: 2 } });
     const res = await fetch(url('/metrics'));
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
@@ -146,6 +147,11 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
     expect(text).toMatch(/^tgi_request_success [1-9]\d*$/m);
     expect(text).toMatch(/^tgi_request_failure\{err="validation"\} [1-9]\d*$/m);
     for (const gauge of ['tgi_queue_size', 'tgi_batch_current_size']) expect(text).toMatch(new RegExp(`^${gauge} \\d+$`, 'm'));
+    // Forward passes of the shared engine, by method.
+    for (const method of ['prefill', 'decode']) {
+      expect(text).toMatch(new RegExp(`^tgi_batch_inference_count\\{method="${method}"\\} [1-9]\\d*$`, 'm'));
+      expect(text).toMatch(new RegExp(`^tgi_batch_forward_duration_count\\{method="${method}"\\} [1-9]\\d*$`, 'm'));
+    }
   });
 
 }
