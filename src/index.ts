@@ -3,6 +3,10 @@
  * and `streaming-inference/koa`.
  */
 export { createEngine } from './engine/engine.js';
+// The request handler over node:http, for servers without Express or Koa (the CLI uses it).
+export {
+  createInferenceHandler, createMetrics, type InferenceHandler, type Metrics, type MetricsOptions, type StreamingInferenceOptions,
+} from './http/index.js';
 export { AdmissionController, type Permit } from './admission.js';
 export {
   InferenceError, ValidationError, OverloadedError, GenerationError, TemplateError, UnavailableError, ModelLoadError,
