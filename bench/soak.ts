@@ -15,6 +15,7 @@ import { createEngine } from '../src/engine/engine.js';
 import { ensureFixtureModel } from '../src/fixture/index.js';
 import { createInferenceHandler } from '../src/http/handler.js';
 import type { Engine } from '../src/types.js';
+import { mulberry32 } from '../src/fixture/random.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,17 +32,7 @@ const { values: args } = parseArgs({
 const REQUESTS = Number(args.requests);
 const CONCURRENCY = Number(args.concurrency);
 
-/** mulberry32: the same seed replays the same mix. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = seeded(Number(args.seed));
+const random = mulberry32(Number(args.seed));
 const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
 /** Mostly short generations, a few long ones. */
 const tokens = () => Math.max(1, Math.round(2 ** (random() * 8)));

@@ -9,6 +9,7 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
 import { eventually, frameJson, post, sseFrames } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
+import { mulberry32 } from '../../src/fixture/random.js';
 
 let engine: Engine;
 
@@ -77,16 +78,6 @@ describe('burst', () => {
   });
 });
 
-/** mulberry32: a seeded PRNG, so a failing storm can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One streaming request of each family, long enough that every abort lands before the end. */
 const STREAMS = [
@@ -150,7 +141,7 @@ describe('abort storm', () => {
     const baseline = await liveWorkerMemory(server);
     const droppedBefore = await metric(server, 'tgi_request_failure{err="dropped"}');
 
-    const random = seeded(6);
+    const random = mulberry32(6);
     const plan = Array.from({ length: STORM }, (_, i) => ({
       ...STREAMS[i % STREAMS.length],
       abortAfter: random() < 0.25 ? null : Math.floor(random() * 40),
