@@ -12,6 +12,8 @@ export interface HandlerContext {
   bodyLimit: number;
   /** A stream whose client has not read for this long is disconnected. */
   stallTimeoutMs: number;
+  /** Interval of the keep-alive comment on an idle stream. */
+  keepAliveMs: number;
   maxConcurrentRequests: number;
   metrics: Metrics | null;
   /** Injected for deterministic ids and timestamps in tests. */

@@ -23,6 +23,8 @@ export interface StreamingInferenceOptions extends Partial<EngineOptions> {
   bodyLimit?: number;
   /** A streaming client that reads nothing for this long is disconnected and its generation cancelled. Default 30,000 ms. */
   stallTimeoutMs?: number;
+  /** An idle stream (e.g. queued behind a full batch) gets a `: keep-alive` comment this often. Default 15,000 ms. */
+  keepAliveMs?: number;
   /** Prometheus metrics at `/metrics`: on by default in a registry of our own; pass the host's registry to join it, or `false`. */
   metrics?: MetricsOptions | false;
 }
@@ -76,7 +78,8 @@ function routePath(path: string): string {
  */
 export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
   const {
-    engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, metrics: metricsOptions, ...engineOptions
+    engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, keepAliveMs = 15_000,
+    metrics: metricsOptions, ...engineOptions
   } = options;
   if (!shared && typeof engineOptions.model !== 'string') throw new TypeError('streamingInference: pass `model` (a directory) or `engine`');
   if (!Number.isSafeInteger(bodyLimit) || bodyLimit <= 0) throw new TypeError('streamingInference: `bodyLimit` must be a positive integer');
@@ -103,6 +106,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     admission,
     bodyLimit,
     stallTimeoutMs,
+    keepAliveMs,
     maxConcurrentRequests,
     metrics,
     newId: (prefix) => prefix + randomUUID().replaceAll('-', ''),

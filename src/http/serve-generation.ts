@@ -33,7 +33,7 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
   const controller = new AbortController();
   const onClose = () => !res.writableFinished && controller.abort();
   res.on('close', onClose);
-  const writer = spec.frames ? new SseWriter(res, ctx.stallTimeoutMs) : null;
+  const writer = spec.frames ? new SseWriter(res, ctx.stallTimeoutMs, ctx.keepAliveMs) : null;
   const started = performance.now();
   try {
     const generation = spec.start(engine, { signal: controller.signal, stream: writer !== null });

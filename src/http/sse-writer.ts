@@ -1,9 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { KEEP_ALIVE_FRAME, SSE_HEADERS } from '../protocol/sse.js';
 
-/** An idle stream gets a comment this often, so proxies and clients do not time it out. */
-const KEEP_ALIVE_MS = 15_000;
-
 /**
  * Writes Server-Sent Events to a Node response: headers flushed at once, each frame flushed as
  * written (also through `compression()`, which adds `res.flush`), and a full socket buffer waits
@@ -20,6 +17,8 @@ export class SseWriter {
   constructor(
     private readonly res: ServerResponse & { flush?: () => void },
     private readonly stallTimeoutMs: number,
+    /** An idle stream gets a comment this often, so proxies and clients do not time it out. */
+    private readonly keepAliveMs: number,
   ) {}
 
   open(headers: Record<string, string> = {}): void {
@@ -27,8 +26,8 @@ export class SseWriter {
     this.res.flushHeaders();
     this.lastWrite = Date.now();
     this.timer = setInterval(() => {
-      if (Date.now() - this.lastWrite >= KEEP_ALIVE_MS) void this.write(KEEP_ALIVE_FRAME);
-    }, KEEP_ALIVE_MS);
+      if (Date.now() - this.lastWrite >= this.keepAliveMs) void this.write(KEEP_ALIVE_FRAME);
+    }, this.keepAliveMs);
     this.timer.unref();
   }
 

@@ -98,3 +98,24 @@ describe('a client that stops reading', () => {
     expect(received).not.toContain('data: [DONE]');
   });
 });
+
+describe('keep-alive comments', () => {
+  it('sends `: keep-alive` on a stream that waits idle in the queue', async () => {
+    // One row at a time: the second stream is admitted and its headers sent, then it waits.
+    const queued = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchSize: 1 });
+    const local = await startServer({ framework: 'express5', mount: 'root' }, { engine: queued, keepAliveMs: 100 });
+    try {
+      const busy = (await post(`${local.url}/generate_stream`, { inputs: 'Keep going', parameters: { max_new_tokens: 2000, do_sample: false } })).body!.getReader();
+      await busy.read();
+      const res = await post(`${local.url}/generate_stream`, { inputs: 'Waiting', parameters: { max_new_tokens: 2 } });
+      const reader = res.body!.getReader();
+      const first = new TextDecoder().decode((await reader.read()).value);
+      expect(first).toBe(': keep-alive\n\n');
+      await reader.cancel();
+      await busy.cancel();
+    } finally {
+      await local.close();
+      await queued.close();
+    }
+  });
+});
