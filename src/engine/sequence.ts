@@ -20,6 +20,12 @@ export interface SequenceContext {
  */
 export class Sequence {
   readonly generated: number[] = [];
+  /**
+   * The streamed texts of the non-special tokens, which is the generated text. Bytes held back for an
+   * unfinished character go out with the last token; only when a special token (eos) ends the
+   * sequence right after such bytes are they dropped, so the stream and generated_text always agree.
+   */
+  private text = '';
   private readonly sampler: SequenceSampler;
   private readonly detokenizer: IncrementalDetokenizer;
   private readonly stops: StopSequenceMatcher;
@@ -79,15 +85,14 @@ export class Sequence {
     const step: StepToken = { id: this.id, token };
     if (this.params.topNTokens > 0) step.topTokens = choice.topTokens.map((t) => this.describe(t.id, t.logprob));
     const reason = this.stopReason(id, piece);
+    if (reason && !special) token.text += this.detokenizer.flush();
+    if (!special) this.text += token.text;
     if (reason) {
-      // Bytes held back for an unfinished character go out with the last token, so the streamed
-      // texts always add up to generated_text.
-      if (!special) token.text += this.detokenizer.flush();
       this.finished = true;
       const now = performance.now();
       step.end = {
         finishReason: reason,
-        generatedText: this.ctx.tokenizer.decode(this.generated, { skipSpecialTokens: true }),
+        generatedText: this.text,
         generatedTokens: this.generated.length,
         queueMs: this.startedAt - this.receivedAt,
         inferenceMs: now - this.startedAt,
