@@ -168,3 +168,30 @@ async function greedyText(inputs: string): Promise<string> {
   }
   throw new Error('no end event');
 }
+
+describe('inside an express.Router', () => {
+  for (const [name, express] of [['Express 4', express4], ['Express 5', express5]] as const) {
+    it(`${name}: serves the routes under the router's and the mount's paths, beside the router's own routes`, async () => {
+      const { streamingInference } = await import('../../adapters/express.js');
+      const app = express();
+      const router = express.Router();
+      router.get('/status', (_req, res) => res.json({ router: true }));
+      router.use('/ai', streamingInference({ engine }));
+      app.use('/api', router);
+      const server = await new Promise<import('node:http').Server>((resolve) => {
+        const s = app.listen(0, '127.0.0.1', () => resolve(s));
+      });
+      const base = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+      try {
+        expect(await (await fetch(`${base}/api/status`)).json()).toEqual({ router: true });
+        const { json } = await postForJson(`${base}/api/ai/generate`, REQUEST);
+        expect(typeof json.generated_text).toBe('string');
+        expect((await fetch(`${base}/api/ai/health`)).status).toBe(200);
+        expect((await fetch(`${base}/api/ai/nope`)).status).toBe(404);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+  }
+});
