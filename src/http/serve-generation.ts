@@ -33,6 +33,8 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
   const controller = new AbortController();
   const onClose = () => !res.writableFinished && controller.abort();
   res.on('close', onClose);
+  // The client may have gone while its body was read, before there was a listener to tell us.
+  if (res.destroyed || res.socket?.destroyed) controller.abort();
   const writer = spec.frames ? new SseWriter(res, ctx.stallTimeoutMs, ctx.keepAliveMs) : null;
   const started = performance.now();
   try {
@@ -41,7 +43,9 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
     let end: EndEvent | null = null;
     writer?.open({ 'x-compute-type': 'cpu' });
     for await (const event of generation) {
-      if (writer) for (const frame of spec.frames!(event)) await writer.write(frame);
+      if (writer) {
+        for (const frame of spec.frames!(event)) if (!(await writer.write(frame))) controller.abort();
+      }
       if (event.type === 'end') end = event;
     }
     if (!writer && end) {

@@ -35,12 +35,13 @@ export class SseWriter {
     return this.res.destroyed || this.res.writableEnded;
   }
 
-  async write(frame: string): Promise<void> {
-    if (this.closed) return;
+  /** Resolves false when the client is gone, so the caller can stop generating for it. */
+  async write(frame: string): Promise<boolean> {
+    if (this.closed) return false;
     this.lastWrite = Date.now();
     const flushed = this.res.write(frame);
     this.res.flush?.();
-    if (flushed) return;
+    if (flushed) return true;
     await new Promise<void>((resolve) => {
       const stalled = setTimeout(() => this.res.destroy(), this.stallTimeoutMs);
       const done = () => {
@@ -50,6 +51,7 @@ export class SseWriter {
       };
       this.res.on('drain', done).on('close', done);
     });
+    return !this.closed;
   }
 
   end(): void {

@@ -106,7 +106,9 @@ describe('abort storm', () => {
   const AT_ONCE = 50;
   let server: RunningServer;
   beforeAll(async () => {
-    server = await startServer({ framework: 'express5', mount: 'root' }, { engine, maxConcurrentRequests: 64 });
+    // Well above the 50 streams at once: a permit is released when the server has seen the abort,
+    // a moment after the client moved on, and the storm is not about 429s.
+    server = await startServer({ framework: 'express5', mount: 'root' }, { engine, maxConcurrentRequests: 128 });
   });
   afterAll(async () => {
     await server?.close();
@@ -125,7 +127,7 @@ describe('abort storm', () => {
         return;
       }
       const res = await pending;
-      expect(res.status).toBe(200);
+      if (res.status !== 200) throw new Error(`status ${res.status}: ${await res.text()}`);
       for await (const _ of sseFrames(res.body!)) {
         if (events++ >= abortAfter) break;
       }
