@@ -11,7 +11,8 @@ import type { Engine } from '../../src/types.js';
 import { eventually, post, sseFrames } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 
-const STALL_TIMEOUT_MS = 1000;
+// Long enough that the timing checks below keep a wide margin on a busy 2-core machine.
+const STALL_TIMEOUT_MS = 3000;
 
 let engine: Engine;
 let server: RunningServer;
@@ -82,7 +83,7 @@ describe('a client that stops reading', () => {
     expect(meanwhile.events).toBe(500);
     // Were the batch waiting on the stuck client, the stream would stop for the whole stall timeout.
     expect(meanwhile.longestGapMs).toBeLessThan(STALL_TIMEOUT_MS / 2);
-    expect(meanwhile.ms).toBeLessThan(alone.ms * 2 + 250);
+    expect(meanwhile.ms).toBeLessThan(alone.ms * 3 + 1000);
 
     expect(await eventually(() => server.handler.admission.inFlight === 0, STALL_TIMEOUT_MS * 5, 50)).toBe(true);
     expect(await metric('tgi_request_failure{err="dropped"}')).toBe(droppedBefore + 1);
