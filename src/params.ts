@@ -59,6 +59,7 @@ export function validateParameters(
   const temperature = readFloat(raw, 'temperature');
   const repetitionPenalty = readFloat(raw, 'repetition_penalty');
   const frequencyPenalty = readFloat(raw, 'frequency_penalty');
+  const presencePenalty = readFloat(raw, 'presence_penalty');
   const topK = readInteger(raw, 'top_k', -I32, I32 - 1);
   const topP = readFloat(raw, 'top_p');
   const typicalP = readFloat(raw, 'typical_p');
@@ -93,6 +94,9 @@ export function validateParameters(
   if (frequencyPenalty !== null && !(frequencyPenalty >= -2 && frequencyPenalty <= 2)) {
     fail('`frequency_penalty` must be >= -2.0 and <= 2.0', 'frequency_penalty');
   }
+  if (presencePenalty !== null && !(presencePenalty >= -2 && presencePenalty <= 2)) {
+    fail('`presence_penalty` must be >= -2.0 and <= 2.0', 'presence_penalty');
+  }
   if (topP !== null && !(topP > 0 && topP <= 1)) fail('`top_p` must be > 0.0 and <= 1.0', 'top_p');
   if (typicalP !== null && !(typicalP > 0 && typicalP <= 1)) fail('`typical_p` must be > 0.0 and <= 1.0', 'typical_p');
   if (topK !== null && topK <= 0) fail('`top_k` must be strictly positive', 'top_k');
@@ -121,6 +125,7 @@ export function validateParameters(
       typicalP: typicalP ?? 1,
       repetitionPenalty: repetitionPenalty ?? 1,
       frequencyPenalty: frequencyPenalty ?? 0,
+      presencePenalty: presencePenalty ?? 0,
       seed: seed ?? Math.floor((options.random ?? Math.random)() * 2 ** 53),
     },
     maxNewTokens,

@@ -16,6 +16,8 @@ export interface GenerateParameters {
   typical_p?: number | null;
   repetition_penalty?: number | null;
   frequency_penalty?: number | null;
+  /** Not TGI's: OpenAI's and vLLM's, subtracted once from every token the generation has used. */
+  presence_penalty?: number | null;
   seed?: number | null;
   max_new_tokens?: number | null;
   stop?: string[];
@@ -76,6 +78,8 @@ export interface SamplingParams {
   repetitionPenalty: number;
   /** 0 means off. */
   frequencyPenalty: number;
+  /** 0 means off. */
+  presencePenalty: number;
   /** Always assigned (random when the request gave none), and reported back. */
   seed: number;
 }

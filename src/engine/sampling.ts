@@ -12,6 +12,8 @@ import { F32_MAX, SHORT_LIST, candidates, draw, expInto, expNonPositive, findCut
 export interface TokenHistory {
   readonly counts: ReadonlyMap<number, number>;
   readonly total: number;
+  /** The tokens generated so far (not the prompt's), for the presence penalty. */
+  readonly generated: ReadonlySet<number>;
 }
 
 /** Edits one row of logits in place. */
@@ -38,8 +40,8 @@ export function usesSampling(params: SamplingParams): boolean {
 }
 
 /**
- * The processors `params` switch on, in TGI's order: repetition penalty, frequency penalty,
- * temperature, top-k, top-p, typical-p.
+ * The processors `params` switch on, in TGI's order: repetition penalty, frequency penalty (then
+ * the presence penalty TGI lacks), temperature, top-k, top-p, typical-p.
  *
  * @example
  * const pipeline = buildLogitsPipeline({ ...params, temperature: 0.7, topP: 0.9 }); // [temperature, topP]
@@ -49,6 +51,7 @@ export function buildLogitsPipeline(params: SamplingParams): LogitsProcessor[] {
   const pipeline: LogitsProcessor[] = [];
   if (params.repetitionPenalty !== 1) pipeline.push(repetitionPenalty(params.repetitionPenalty));
   if (params.frequencyPenalty !== 0) pipeline.push(frequencyPenalty(params.frequencyPenalty));
+  if (params.presencePenalty !== 0) pipeline.push(presencePenalty(params.presencePenalty));
   if (params.temperature !== 1) pipeline.push(temperature(params.temperature));
   if (params.topK > 0) pipeline.push(topK(params.topK));
   if (params.topP < 1) pipeline.push(topP(params.topP));
@@ -73,6 +76,13 @@ export function repetitionPenalty(penalty: number): LogitsProcessor {
 export function frequencyPenalty(penalty: number): LogitsProcessor {
   return (logits, { counts, total }) => {
     for (const [id, count] of counts) logits[id] -= (penalty * count) / total;
+  };
+}
+
+/** OpenAI's and vLLM's presence penalty: subtracted once from each token the generation has used. */
+export function presencePenalty(penalty: number): LogitsProcessor {
+  return (logits, { generated }) => {
+    for (const id of generated) logits[id] -= penalty;
   };
 }
 
@@ -151,12 +161,17 @@ export function typicalP(mass: number): LogitsProcessor {
  */
 export function createSequenceSampler(params: SamplingParams, promptIds: readonly number[]): SequenceSampler {
   const counts = new Map<number, number>();
-  const history = { counts, total: 0 };
-  const accept = (id: number): void => {
+  const generated = new Set<number>();
+  const history = { counts, total: 0, generated };
+  const count = (id: number): void => {
     counts.set(id, (counts.get(id) ?? 0) + 1);
     history.total++;
   };
-  promptIds.forEach(accept);
+  promptIds.forEach(count);
+  const accept = (id: number): void => {
+    count(id);
+    generated.add(id);
+  };
   const pipeline = buildLogitsPipeline(params);
   const random = usesSampling(params) ? createRng(params.seed) : null;
 

@@ -8,9 +8,10 @@
  * - `top_p: 1` means off (TGI rejects it, TGI#2222).
  * - `max_completion_tokens` wins over its deprecated alias `max_tokens`; absent, the engine fills the
  *   token budget (OpenAI's legacy completions default of 16 would cut off TGI clients).
- * - Refused with a 422 rather than ignored, because we cannot honour them: `n` ≠ 1, a non-zero
- *   `presence_penalty` (the engine has no presence penalty; TGI's `presence + 2` repetition
- *   penalty has no basis), a non-empty `logit_bias`.
+ * - `presence_penalty` is OpenAI's (subtracted once per token already generated), not TGI's
+ *   `presence + 2` repetition penalty, which has no basis.
+ * - Refused with a 422 rather than ignored, because we cannot honour them: `n` ≠ 1, a non-empty
+ *   `logit_bias`.
  * - TGI's own fields that `@huggingface/inference` ≥ 4.13.17 flattens onto the body
  *   (`top_k`, `typical_p`, `repetition_penalty`, `truncate`, `watermark`) pass through
  *   to `validateParameters`, which checks their values.
@@ -33,10 +34,6 @@ export function readSamplingParameters(body: JsonObject, limits: OpenAILimits = 
   const n = readNumber(body, 'n', { integer: true });
   if (n !== undefined && n !== 1) {
     throw new ValidationError(`\`n\` must be 1: one choice per request is supported. Given: ${n}`, 'n');
-  }
-  const presence = readNumber(body, 'presence_penalty', { min: -2, max: 2 });
-  if (presence !== undefined && presence !== 0) {
-    throw new ValidationError('`presence_penalty` is not supported; use `frequency_penalty`', 'presence_penalty');
   }
   const logitBias = readObject(body, 'logit_bias');
   if (logitBias !== undefined && Object.keys(logitBias).length > 0) {
@@ -70,6 +67,8 @@ export function readSamplingParameters(body: JsonObject, limits: OpenAILimits = 
   if (seed !== undefined) params.seed = seed;
   const frequency = readNumber(body, 'frequency_penalty', { min: -2, max: 2 });
   if (frequency !== undefined) params.frequency_penalty = frequency;
+  const presence = readNumber(body, 'presence_penalty', { min: -2, max: 2 });
+  if (presence !== undefined && presence !== 0) params.presence_penalty = presence;
   copyNumber(body, params, 'repetition_penalty');
   copyNumber(body, params, 'truncate', true);
   const watermark = readBoolean(body, 'watermark');

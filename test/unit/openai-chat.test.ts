@@ -83,6 +83,14 @@ describe('the openai SDK reads our chat stream', () => {
   });
 });
 
+describe('presence_penalty', () => {
+  it("passes OpenAI's presence penalty on to the engine", () => {
+    const parsed = parseChatRequest({ messages: [{ role: 'user', content: 'Hi' }], presence_penalty: 0.5 });
+    expect(parsed.parameters.presence_penalty).toBe(0.5);
+    expect(parseChatRequest({ messages: [{ role: 'user', content: 'Hi' }], presence_penalty: 0 }).parameters.presence_penalty).toBeUndefined();
+  });
+});
+
 describe('chatCompletionResponse', () => {
   it('is an OpenAI chat.completion with usage', () => {
     const body = chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false });
@@ -216,7 +224,7 @@ describe('parseChatRequest', () => {
     [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0]', /text only. Given: "image_url"/],
     [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'messages[0].content[0].text', /must be a string/],
     [{ messages: user, n: 2 }, 'n', /`n` must be 1.*Given: 2/],
-    [{ messages: user, presence_penalty: 0.5 }, 'presence_penalty', /not supported; use `frequency_penalty`/],
+    [{ messages: user, presence_penalty: 2.5 }, 'presence_penalty', /<= 2/],
     [{ messages: user, logit_bias: { '50256': -100 } }, 'logit_bias', /not supported/],
     [{ messages: user, temperature: 2.5 }, 'temperature', /must be >= 0 and <= 2. Given: 2.5/],
     [{ messages: user, temperature: '1' }, 'temperature', /must be a number, got a string/],

@@ -31,7 +31,7 @@ describe('validateParameters: the two default paths', () => {
   const defaults = {
     maxNewTokens: null, stop: [], returnFullText: false, details: false, decoderInputDetails: false, topNTokens: 0, truncate: null,
   };
-  const neutral = { temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0 };
+  const neutral = { temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0 };
 
   it('parameters missing (undefined or null): do_sample true, everything else off', () => {
     for (const missing of [undefined, null]) {
@@ -62,7 +62,7 @@ describe('validateParameters: the two default paths', () => {
       top_n_tokens: 5, truncate: 100, watermark: false, best_of: 1, adapter_id: 'base', unknown_field: { ignored: true },
     });
     expect(result).toEqual({
-      sampling: { doSample: true, temperature: 0.7, topK: 40, topP: 0.9, typicalP: 0.95, repetitionPenalty: 1.2, frequencyPenalty: -0.5, seed: 7 },
+      sampling: { doSample: true, temperature: 0.7, topK: 40, topP: 0.9, typicalP: 0.95, repetitionPenalty: 1.2, frequencyPenalty: -0.5, presencePenalty: 0, seed: 7 },
       maxNewTokens: 64, stop: ['\n', 'User:'], returnFullText: true, details: true, decoderInputDetails: true, topNTokens: 5, truncate: 100,
     });
   });
@@ -106,6 +106,8 @@ describe('validateParameters: each rule with its TGI message', () => {
     for (const f of [-2.01, 2.01]) expectRejected({ frequency_penalty: f }, '`frequency_penalty` must be >= -2.0 and <= 2.0', 'frequency_penalty');
     expect(accepts({ frequency_penalty: -2 }).sampling.frequencyPenalty).toBe(-2);
     expect(accepts({ frequency_penalty: 2 }).sampling.frequencyPenalty).toBe(2);
+    expect(accepts({ presence_penalty: -2 }).sampling.presencePenalty).toBe(-2);
+    expect(() => accepts({ presence_penalty: 2.5 })).toThrow('`presence_penalty` must be >= -2.0 and <= 2.0');
   });
 
   it('top_p and typical_p in (0, 1], 1 meaning off (our decision, TGI#2222)', () => {

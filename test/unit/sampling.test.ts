@@ -5,6 +5,7 @@ import {
   createSequenceSampler,
   frequencyPenalty,
   logSoftmaxAt,
+  presencePenalty,
   repetitionPenalty,
   temperature,
   topK,
@@ -17,9 +18,9 @@ import {
 import type { SamplingParams } from '../../src/types.js';
 
 const GREEDY: SamplingParams = {
-  doSample: false, temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0, seed: 0,
+  doSample: false, temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, seed: 0,
 };
-const NO_HISTORY: TokenHistory = { counts: new Map(), total: 0 };
+const NO_HISTORY: TokenHistory = { counts: new Map(), total: 0, generated: new Set() };
 
 function apply(processor: LogitsProcessor, values: number[], history = NO_HISTORY): number[] {
   const logits = Float32Array.from(values);
@@ -33,13 +34,27 @@ const logsumexp = (values: number[]): number => {
   const max = Math.max(...values);
   return max + Math.log(values.reduce((sum, v) => sum + Math.exp(v - max), 0));
 };
-const historyOf = (ids: number[]): TokenHistory => {
+const historyOf = (ids: number[], generated: number[] = []): TokenHistory => {
   const counts = new Map<number, number>();
-  for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
-  return { counts, total: ids.length };
+  for (const id of [...ids, ...generated]) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return { counts, total: ids.length + generated.length, generated: new Set(generated) };
 };
 
 describe('logits processors on handcrafted rows', () => {
+  it('presence penalty subtracts once from each generated token, not from prompt-only tokens', () => {
+    // Prompt [0, 1], generated [2, 2, 3]: tokens 2 and 3 lose 0.5 each, however often they occurred.
+    expect(apply(presencePenalty(0.5), [1, 1, 1, 1, 1], historyOf([0, 1], [2, 2, 3]))).toEqual([1, 1, 0.5, 0.5, 1]);
+    expect(apply(presencePenalty(-1), [0, 0, 0], historyOf([], [1]))).toEqual([0, 1, 0]);
+  });
+
+  it('a sampler applies the presence penalty to the tokens it accepted', () => {
+    const sampler = createSequenceSampler({ ...GREEDY, presencePenalty: 2 }, [0]);
+    // Token 1 wins first; once generated, its penalty hands the argmax to token 2.
+    expect(sampler.next(Float32Array.from([0, 3, 2]), 0).id).toBe(1);
+    sampler.accept(1);
+    expect(sampler.next(Float32Array.from([0, 3, 2]), 0).id).toBe(2);
+  });
+
   it('temperature divides every logit', () => {
     expect(apply(temperature(0.5), [1, 2, 3, -1])).toEqual([2, 4, 6, -2]);
     expect(apply(temperature(2), [1, 2, 3, -1])).toEqual([0.5, 1, 1.5, -0.5]);
@@ -204,7 +219,7 @@ describe('createSequenceSampler invariants under random settings', () => {
       const params: SamplingParams = {
         doSample: random() < 0.5, seed: trial, temperature: pick([1, 0.7, 1.5, 1e-30, 1e30]), topK: pick([0, 1, 3, 100, 200]),
         topP: pick([1, 0.9, 0.5, 1e-9]), typicalP: pick([1, 0.95, 0.2]), repetitionPenalty: pick([1, 1.3, 1e-30, 1e30]),
-        frequencyPenalty: pick([0, 2, -2]),
+        frequencyPenalty: pick([0, 2, -2]), presencePenalty: pick([0, 1.5, -2]),
       };
       const row = Float32Array.from({ length: 150 }, () => (random() < 0.05 ? -Infinity : (random() - 0.5) * pick([1, 20, 1e6])));
       const sampler = createSequenceSampler(params, [0, 1, 2, 2, 3]);
