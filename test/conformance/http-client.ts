@@ -83,3 +83,10 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((resolve) => setTimeout(resolve, stepMs));
   }
 }
+
+/** The value of one Prometheus series (name with its labels, e.g. `tgi_request_failure{err="dropped"}`) at `baseUrl/metrics`; 0 when absent. */
+export async function metricValue(baseUrl: string, series: string): Promise<number> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const found = text.split('\n').find((line) => line.startsWith(series + ' '));
+  return found ? Number(found.split(' ').at(-1)) : 0;
+}

@@ -12,7 +12,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
-import { eventually, frameJson, getJson, post, sseFrames } from '../conformance/http-client.js';
+import { eventually, frameJson, getJson, post, sseFrames, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 
 let engine: Engine;
@@ -27,12 +27,6 @@ afterAll(async () => {
 
 /** Long enough (hundreds of ms on the tiny model) for every request of a test to overlap. */
 const LONG = { inputs: 'Hi', parameters: { max_new_tokens: 1500 } };
-
-async function metric(server: RunningServer, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const match = text.split('\n').find((l) => line.test(l));
-  return match ? Number(match.split(' ').at(-1)) : 0;
-}
 
 describe('admission', () => {
   const LIMIT = 3;
@@ -77,7 +71,7 @@ describe('admission', () => {
       expect(typeof body.generated_text).toBe('string');
       expect(events).toBe(body.index);
     }
-    expect(await metric(server, /^tgi_request_failure\{err="overloaded"\}/)).toBe(EXTRA);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="overloaded"}')).toBe(EXTRA);
     expect((await getJson(`${server.url}/info`)).in_flight_requests).toBe(0);
   });
 });
@@ -108,7 +102,7 @@ describe('a client that goes away', () => {
     const next = await post(`${server.url}/generate_stream`, { inputs: 'Hi', parameters: { max_new_tokens: 2 } });
     expect(next.status).toBe(200);
     await next.text();
-    expect(await metric(server, /^tgi_request_failure\{err="dropped"\}/)).toBe(1);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="dropped"}')).toBe(1);
   });
 
   it('during a non-streamed /generate: the generation is cancelled and the permit released', async () => {
@@ -120,7 +114,7 @@ describe('a client that goes away', () => {
     expect(await pending).toMatchObject({ name: 'AbortError' });
 
     expect(await eventually(idle, 2000)).toBe(true);
-    expect(await metric(server, /^tgi_request_failure\{err="dropped"\}/)).toBe(2);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="dropped"}')).toBe(2);
     const next = await post(`${server.url}/generate`, { inputs: 'Hi', parameters: { max_new_tokens: 2 } });
     expect(next.status).toBe(200);
     await next.text();
@@ -154,7 +148,7 @@ describe('a client that goes away while its request waits in the queue', () => {
     const dequeued = async () => single.stats().queueSize === 0 && (await getJson(`${server.url}/info`)).in_flight_requests === 1;
     expect(await eventually(dequeued, 2000)).toBe(true);
     expect(single.stats().batchSize).toBe(1);
-    expect(await metric(server, /^tgi_request_failure\{err="dropped"\}/)).toBe(1);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="dropped"}')).toBe(1);
     running.abort();
     expect(await eventually(async () => (await getJson(`${server.url}/info`)).in_flight_requests === 0, 2000)).toBe(true);
   });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
-import { eventually, frameJson, post, sseFrames } from '../conformance/http-client.js';
+import { eventually, frameJson, post, sseFrames, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 import { mulberry32 } from '../../src/fixture/random.js';
 
@@ -23,12 +23,6 @@ afterAll(async () => {
 
 async function inFlight(server: RunningServer): Promise<number> {
   return ((await (await fetch(`${server.url}/info`)).json()) as { in_flight_requests: number }).in_flight_requests;
-}
-
-async function metric(server: RunningServer, line: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(line + ' '));
-  return found ? Number(found.split(' ').at(-1)) : 0;
 }
 
 describe('burst', () => {
@@ -72,8 +66,8 @@ describe('burst', () => {
       expect(last).toMatchObject({ index: 2000, details: null });
       expect(typeof last.generated_text).toBe('string');
     }
-    expect(await metric(server, 'tgi_request_failure{err="overloaded"}')).toBe(BURST - LIMIT);
-    expect(await metric(server, 'tgi_request_success')).toBe(LIMIT);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="overloaded"}')).toBe(BURST - LIMIT);
+    expect(await metricValue(server.url, 'tgi_request_success')).toBe(LIMIT);
     expect(await inFlight(server)).toBe(0);
   });
 });
@@ -141,7 +135,7 @@ describe('abort storm', () => {
     // Warm-up, so that the baseline includes the caches and buffers a busy engine keeps.
     await Promise.all(STREAMS.flatMap(({ path, body }) => Array.from({ length: 10 }, () => post(server.url + path, body).then((r) => r.text()))));
     const baseline = await liveWorkerMemory(server);
-    const droppedBefore = await metric(server, 'tgi_request_failure{err="dropped"}');
+    const droppedBefore = await metricValue(server.url, 'tgi_request_failure{err="dropped"}');
 
     const random = mulberry32(6);
     const plan = Array.from({ length: STORM }, (_, i) => ({
@@ -163,7 +157,7 @@ describe('abort storm', () => {
     expect(server.handler.admission.inFlight).toBe(0);
     expect(await eventually(() => engine.stats().batchSize === 0 && engine.stats().queueSize === 0, 5000)).toBe(true);
     // Each abort is one drop; an abort that lands before the request reached the engine is none.
-    const dropped = (await metric(server, 'tgi_request_failure{err="dropped"}')) - droppedBefore;
+    const dropped = (await metricValue(server.url, 'tgi_request_failure{err="dropped"}')) - droppedBefore;
     expect(dropped).toBeGreaterThan(STORM * 0.7);
     expect(dropped).toBeLessThanOrEqual(STORM);
 

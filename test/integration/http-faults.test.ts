@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
-import { eventually, frameJson, post, readSse } from '../conformance/http-client.js';
+import { eventually, frameJson, post, readSse, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 
 /** The tiny model, built so that any forward pass over exactly 24 positions fails. */
@@ -22,12 +22,6 @@ const GENERATION_ERROR = /^Request failed during generation: .+/;
 let engine: Engine;
 let server: RunningServer;
 let prompt: string;
-
-async function metric(line: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(line + ' '));
-  return found ? Number(found.split(' ').at(-1)) : 0;
-}
 
 async function inFlight(): Promise<number> {
   return ((await (await fetch(`${server.url}/info`)).json()) as { in_flight_requests: number }).in_flight_requests;
@@ -53,7 +47,7 @@ const completionBody = (stream: boolean) => ({ prompt, max_tokens: 30, temperatu
 
 describe('a forward pass that fails', () => {
   it('/generate: 424 with TGI\'s generation error; /health probes back to 200; the next request succeeds', async () => {
-    const failuresBefore = await metric('tgi_request_failure{err="generation"}');
+    const failuresBefore = await metricValue(server.url, 'tgi_request_failure{err="generation"}');
     const res = await post(`${server.url}/generate`, tgiBody());
     expect(res.status).toBe(424);
     expect(res.headers.get('content-type')).toBe('application/json');
@@ -70,7 +64,7 @@ describe('a forward pass that fails', () => {
     const next = await post(`${server.url}/generate`, { inputs: 'Next', parameters: { max_new_tokens: 5, do_sample: false } });
     expect(next.status).toBe(200);
     expect(await next.json()).toEqual({ generated_text: expect.any(String) });
-    expect(await metric('tgi_request_failure{err="generation"}')).toBe(failuresBefore + 1);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="generation"}')).toBe(failuresBefore + 1);
     expect(await inFlight()).toBe(0);
   });
 
@@ -112,7 +106,7 @@ describe('a forward pass that fails', () => {
   });
 
   it('counts every failure as `generation` in /metrics, serves /health, and leaks no permit', async () => {
-    expect(await metric('tgi_request_failure{err="generation"}')).toBe(4);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="generation"}')).toBe(4);
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
     expect(await inFlight()).toBe(0);
     expect(server.handler.admission.inFlight).toBe(0);

@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
-import { eventually, post, sseFrames } from '../conformance/http-client.js';
+import { eventually, post, sseFrames, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 
 // Long enough that the timing checks below keep a wide margin on a busy 2-core machine.
@@ -26,12 +26,6 @@ afterAll(async () => {
   await server?.close();
   await engine?.close();
 });
-
-async function metric(line: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(line + ' '));
-  return found ? Number(found.split(' ').at(-1)) : 0;
-}
 
 /** A normal greedy stream: its duration and the longest wait between two events. */
 async function timedStream(tokens: number): Promise<{ ms: number; longestGapMs: number; events: number }> {
@@ -74,7 +68,7 @@ function stuckClient(): Socket {
 describe('a client that stops reading', () => {
   it('is disconnected after the stall timeout, counted as dropped, and does not slow the others', async () => {
     const alone = await timedStream(500);
-    const droppedBefore = await metric('tgi_request_failure{err="dropped"}');
+    const droppedBefore = await metricValue(server.url, 'tgi_request_failure{err="dropped"}');
 
     const socket = stuckClient();
     // Its buffers are full after ~200 tokens; the stream below overlaps the stall window that follows.
@@ -86,7 +80,7 @@ describe('a client that stops reading', () => {
     expect(meanwhile.ms).toBeLessThan(alone.ms * 3 + 1000);
 
     expect(await eventually(() => server.handler.admission.inFlight === 0, STALL_TIMEOUT_MS * 5, 50)).toBe(true);
-    expect(await metric('tgi_request_failure{err="dropped"}')).toBe(droppedBefore + 1);
+    expect(await metricValue(server.url, 'tgi_request_failure{err="dropped"}')).toBe(droppedBefore + 1);
     expect(await eventually(() => engine.stats().batchSize === 0, 2000)).toBe(true);
 
     // Reading now, the client gets what the kernel held, then the end of a connection the server cut.
