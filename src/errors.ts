@@ -4,6 +4,7 @@
  */
 
 export type ErrorType =
+  | 'invalid_request'
   | 'validation'
   | 'overloaded'
   | 'generation'
@@ -13,6 +14,7 @@ export type ErrorType =
   | 'model_load';
 
 const STATUS: Record<ErrorType, number> = {
+  invalid_request: 400,
   validation: 422,
   overloaded: 429,
   generation: 424,
@@ -33,11 +35,12 @@ export class InferenceError extends Error {
   readonly param: string | null;
   readonly [BRAND] = true;
 
-  constructor(errorType: ErrorType, message: string, options: { cause?: unknown; param?: string | null } = {}) {
+  /** `status` overrides the type's usual one where HTTP has a more precise code (405, 413). */
+  constructor(errorType: ErrorType, message: string, options: { cause?: unknown; param?: string | null; status?: number } = {}) {
     super(message, { cause: options.cause });
     this.name = 'InferenceError';
     this.errorType = errorType;
-    this.status = STATUS[errorType];
+    this.status = options.status ?? STATUS[errorType];
     this.param = options.param ?? null;
   }
 

@@ -4,20 +4,13 @@ import { InferenceError } from '../errors.js';
 /** A request whose body a host's parser (express.json(), koa-bodyparser) may already have read. */
 export type BodyCarrier = IncomingMessage & { body?: unknown };
 
-/** The body was not JSON: 400 in the route family's shape. */
-export class MalformedBodyError extends Error {
-  constructor(readonly detail: string) {
-    super(detail);
-    this.name = 'MalformedBodyError';
-  }
+/** The body is not JSON: 400 in the route family's shape (axum answers text/plain here; clients parse JSON). */
+function malformed(detail: string): InferenceError {
+  return new InferenceError('invalid_request', `Failed to parse the request body as JSON: ${detail}`);
 }
 
-/** Body over the limit: 413, as an `InferenceError` so the error table shapes it. */
-export class PayloadTooLargeError extends InferenceError {
-  constructor(limit: number) {
-    super('validation', `Input validation error: the request body exceeds ${limit} bytes`);
-    Object.defineProperty(this, 'status', { value: 413 });
-  }
+function tooLarge(limit: number): InferenceError {
+  return new InferenceError('validation', `Input validation error: the request body exceeds ${limit} bytes`, { status: 413 });
 }
 
 function parsedByHost(req: BodyCarrier): boolean {
@@ -27,7 +20,7 @@ function parsedByHost(req: BodyCarrier): boolean {
 
 /**
  * The JSON body: the host's parsed `req.body` when there is one, else read here up to `limit` bytes.
- * Rejects with `MalformedBodyError` or `PayloadTooLargeError`, and never hangs on a broken upload.
+ * Rejects with a 400 or 413 `InferenceError`, and never hangs on a broken upload.
  */
 export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unknown> {
   if (parsedByHost(req)) {
@@ -35,7 +28,7 @@ export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unk
     return parse(String(req.body));
   }
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) throw new PayloadTooLargeError(limit);
+  if (declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
   await new Promise<void>((resolve, reject) => {
@@ -44,14 +37,14 @@ export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unk
       if (size > limit) {
         cleanup();
         req.resume();
-        reject(new PayloadTooLargeError(limit));
+        reject(tooLarge(limit));
       } else {
         chunks.push(chunk);
       }
     };
     const onEnd = () => (cleanup(), resolve());
-    const onError = (error: Error) => (cleanup(), reject(new MalformedBodyError(error.message)));
-    const onAborted = () => (cleanup(), reject(new MalformedBodyError('the request was aborted')));
+    const onError = (error: Error) => (cleanup(), reject(malformed(error.message)));
+    const onAborted = () => (cleanup(), reject(malformed('the request was aborted')));
     const cleanup = () => {
       req.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
     };
@@ -61,12 +54,12 @@ export async function readJsonBody(req: BodyCarrier, limit: number): Promise<unk
 }
 
 function parse(text: string): unknown {
-  if (text.trim() === '') throw new MalformedBodyError('the request body is empty');
+  if (text.trim() === '') throw malformed('the request body is empty');
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new MalformedBodyError((error as Error).message);
+    throw malformed((error as Error).message);
   }
   return checkDepth(value);
 }
@@ -80,7 +73,7 @@ function checkDepth(value: unknown): unknown {
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
     if (typeof node !== 'object' || node === null) continue;
-    if (depth > MAX_DEPTH) throw new MalformedBodyError(`recursion limit exceeded: nested deeper than ${MAX_DEPTH}`);
+    if (depth > MAX_DEPTH) throw malformed(`recursion limit exceeded: nested deeper than ${MAX_DEPTH}`);
     for (const child of Object.values(node)) stack.push([child, depth + 1]);
   }
   return value;

@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { AdmissionController } from '../admission.js';
 import { createEngine } from '../engine/engine.js';
 import { InferenceError, ModelLoadError, UnavailableError } from '../errors.js';
-import { errorResponse, malformedJsonResponse, type RouteFamily } from '../protocol/error-body.js';
+import { errorResponse, type RouteFamily } from '../protocol/error-body.js';
 import type { CloseOptions, Engine, EngineOptions } from '../types.js';
-import { MalformedBodyError, readJsonBody, type BodyCarrier } from './body.js';
+import { readJsonBody, type BodyCarrier } from './body.js';
 import type { HandlerContext } from './context.js';
 import { createMetrics, type MetricsOptions } from './metrics.js';
 import { serveHealth, serveInfo, serveModels, serveTokenize } from './info-routes.js';
@@ -123,14 +123,13 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
       try {
         if (req.method !== route.method && !(req.method === 'HEAD' && route.method === 'GET')) {
           res.setHeader('Allow', route.method);
-          const error = new InferenceError('validation', `Method ${req.method} is not allowed; use ${route.method}`);
-          return sendError(res, { ...errorResponse(error, route.family), status: 405 });
+          const error = new InferenceError('validation', `Method ${req.method} is not allowed; use ${route.method}`, { status: 405 });
+          return sendError(res, errorResponse(error, route.family));
         }
         let body: unknown;
         if (route.method === 'POST') body = await readJsonBody(req, bodyLimit);
         await route.serve(ctx, res, body);
       } catch (error) {
-        if (error instanceof MalformedBodyError) return sendError(res, malformedJsonResponse(route.family, error.detail));
         sendError(res, errorResponse(error, route.family));
       }
     },

@@ -64,18 +64,6 @@ export function errorResponse(err: unknown, family: RouteFamily): ErrorResponse 
 }
 
 /**
- * A 400 for a body that is not JSON, in the route family's shape (axum sends text/plain here;
- * clients parse JSON). `detail` is the parser's message.
- *
- * @example
- * malformedJsonResponse('openai', 'Unexpected end of JSON input').status; // 400
- */
-export function malformedJsonResponse(family: RouteFamily, detail: string): ErrorResponse {
-  const message = `Failed to parse the request body as JSON: ${detail}`;
-  return respond({ status: 400, errorType: 'invalid_request', message, param: null }, family);
-}
-
-/**
  * The event that ends a stream which fails after its first byte. OpenAI routes add `[DONE]`, as
  * vLLM does; TGI routes end without it.
  *

@@ -10,7 +10,7 @@ import {
   UnavailableError,
   ValidationError,
 } from '../../src/errors.js';
-import { errorResponse, inStreamErrorFrame, malformedJsonResponse, openaiErrorBody } from '../../src/protocol/error-body.js';
+import { errorResponse, inStreamErrorFrame, openaiErrorBody } from '../../src/protocol/error-body.js';
 
 const JSON_TYPE = { 'Content-Type': 'application/json' };
 const RETRY = { ...JSON_TYPE, 'Retry-After': '1', 'retry-after-ms': '1000' };
@@ -58,14 +58,15 @@ describe('errorResponse: one table for both route families', () => {
   });
 });
 
-describe('malformedJsonResponse', () => {
+describe('a body that is not JSON', () => {
+  const malformed = (detail: string) => new InferenceError('invalid_request', `Failed to parse the request body as JSON: ${detail}`);
   it('is a 400 in the family shape', () => {
-    expect(malformedJsonResponse('tgi', 'Unexpected end of JSON input')).toEqual({
+    expect(errorResponse(malformed('Unexpected end of JSON input'), 'tgi')).toEqual({
       status: 400,
       headers: JSON_TYPE,
       body: '{"error":"Failed to parse the request body as JSON: Unexpected end of JSON input","error_type":"invalid_request"}',
     });
-    expect(JSON.parse(malformedJsonResponse('openai', 'x').body)).toEqual({
+    expect(JSON.parse(errorResponse(malformed('x'), 'openai').body)).toEqual({
       error: { message: 'Failed to parse the request body as JSON: x', type: 'invalid_request_error', param: null, code: 'invalid_request' },
     });
   });
