@@ -36,6 +36,8 @@ class WorkerEngine implements Engine {
   private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true, workerMemoryBytes: 0 };
   private stopping: UnavailableError | null = null;
   private restarting: Promise<void> | null = null;
+  /** The health probe under way, shared by concurrent callers. */
+  private probe: Promise<boolean> | null = null;
   private worker!: Worker;
   private readonly exited: Promise<void>;
   private markExited!: () => void;
@@ -75,14 +77,16 @@ class WorkerEngine implements Engine {
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
     // `inputs` is checked with the parameters, at TGI's place in the rule order.
-    return this.start({ text: request?.inputs }, request?.parameters, options, { inputs: request?.inputs });
+    return this.start(request?.parameters, options, { inputs: request?.inputs }, () => ({ text: request.inputs }));
   }
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
-    if (!Array.isArray(request?.messages) || request.messages.length === 0) {
-      return this.start(null, undefined, options, {}, new ValidationError('`messages` must be a non-empty array', 'messages'));
-    }
-    return this.start({ messages: request.messages, tools: request.tools }, request.parameters, options);
+    return this.start(request?.parameters, options, {}, () => {
+      if (!Array.isArray(request?.messages) || request.messages.length === 0) {
+        throw new ValidationError('`messages` must be a non-empty array', 'messages');
+      }
+      return { messages: request.messages, tools: request.tools };
+    });
   }
 
   applyChatTemplate(messages: ChatMessage[], options: { tools?: unknown[]; addGenerationPrompt?: boolean } = {}): Promise<string> {
@@ -102,15 +106,20 @@ class WorkerEngine implements Engine {
     return () => this.passListeners.delete(listener);
   }
 
-  async health(): Promise<boolean> {
-    if (this.stopping || this.restarting) return false;
-    if (this.latest.healthy) return true;
-    try {
-      for await (const _ of this.generate({ inputs: 'a', parameters: { max_new_tokens: 1, do_sample: false } }));
-      return true;
-    } catch {
-      return false;
-    }
+  health(): Promise<boolean> {
+    if (this.unavailable()) return Promise.resolve(false);
+    if (this.latest.healthy) return Promise.resolve(true);
+    this.probe ??= (async () => {
+      try {
+        for await (const _ of this.generate({ inputs: 'a', parameters: { max_new_tokens: 1, do_sample: false } }));
+        return true;
+      } catch {
+        return false;
+      } finally {
+        this.probe = null;
+      }
+    })();
+    return this.probe;
   }
 
   async close({ drainTimeoutMs = 0 }: CloseOptions = {}): Promise<void> {
@@ -128,25 +137,31 @@ class WorkerEngine implements Engine {
     await this.exited;
   }
 
+  /** Refuses while the engine cannot take work: shutting down, closed, or replacing its worker. */
+  private unavailable(): UnavailableError | null {
+    if (this.stopping) return this.stopping;
+    return this.restarting ? new UnavailableError('Engine is restarting after a worker failure') : null;
+  }
+
+  /** Validates, registers and submits one request; `prompt` may throw a validation error too. */
   private start(
-    prompt: Prompt | null,
     parameters: GenerateRequest['parameters'],
     options: GenerateOptions,
-    extra: { inputs?: unknown } = {},
-    refused: InferenceError | null = null,
+    extra: { inputs?: unknown },
+    prompt: () => Prompt,
   ): Generation {
     const id = this.nextId++;
     const channel = new EventChannel<GenerationEvent>();
     const state = new RequestState(channel, () => this.cancel(id));
     try {
+      const refused = this.unavailable();
       if (refused) throw refused;
-      if (this.stopping) throw this.stopping;
-      if (this.restarting) throw new UnavailableError('Engine is restarting after a worker failure');
       const params = validateParameters(parameters, this.info.limits, { stream: options.stream ?? false, ...extra });
+      const message: ToWorker = { type: 'submit', id, prompt: prompt(), params };
       state.params = params;
       this.requests.set(id, state);
       state.watch(options.signal);
-      if (!channel.closed) this.send({ type: 'submit', id, prompt: prompt!, params });
+      if (!channel.closed) this.send(message);
     } catch (error) {
       state.reject(error);
     }
@@ -199,8 +214,8 @@ class WorkerEngine implements Engine {
   }
 
   private call(request: Record<string, unknown> & { method: string }): Promise<unknown> {
-    if (this.stopping) return Promise.reject(this.stopping);
-    if (this.restarting) return Promise.reject(new UnavailableError('Engine is restarting after a worker failure'));
+    const refused = this.unavailable();
+    if (refused) return Promise.reject(refused);
     const callId = this.nextId++;
     return new Promise((resolveCall, reject) => {
       this.calls.set(callId, { resolve: resolveCall, reject });
