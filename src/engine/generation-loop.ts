@@ -55,13 +55,11 @@ export class GenerationLoop {
   }
 
   stats(): EngineStats {
-    let reserved = 0;
-    for (const s of this.running.values()) reserved += s.reservedTokens;
     const heap = getHeapStatistics();
     return {
       queueSize: this.queue.size,
       batchSize: this.running.size,
-      batchReservedTokens: reserved,
+      batchReservedTokens: this.reservedTokens(),
       healthy: this.healthy,
       workerMemoryBytes: heap.used_heap_size + heap.external_memory,
     };
@@ -76,7 +74,7 @@ export class GenerationLoop {
       }
       this.dropCancelled();
       if (!this.prefilling) {
-        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.stats().batchReservedTokens });
+        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() });
         if (joining.length > 0) this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens);
       }
       const prefill = this.prefilling;
@@ -131,6 +129,12 @@ export class GenerationLoop {
       batch.filter(this.liveIds());
       this.stepsWithDeadRows = 0;
     }
+  }
+
+  private reservedTokens(): number {
+    let reserved = 0;
+    for (const s of this.running.values()) reserved += s.reservedTokens;
+    return reserved;
   }
 
   private liveIds(): Set<number> {

@@ -5,8 +5,9 @@ import type { ForwardInputs, ModelSession } from './model-session.js';
 import { logSoftmaxAt } from './sampling.js';
 import type { Sequence } from './sequence.js';
 
-/** Columns `[start, end)` of a `[rows, width]` matrix. */
+/** Columns `[start, end)` of a `[rows, width]` matrix; the matrix itself when that is all of it. */
 function columns(data: BigInt64Array, rows: number, width: number, start: number, end: number): BigInt64Array {
+  if (start === 0 && end === width) return data;
   const out = new BigInt64Array(rows * (end - start));
   for (let r = 0; r < rows; r++) out.set(data.subarray(r * width + start, r * width + end), r * (end - start));
   return out;
