@@ -114,7 +114,8 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   };
 
   metrics?.observe({ engine: () => engine, admission });
-  if (metrics) void loading.then((loaded) => metrics.watch(loaded), () => {});
+  // A shared engine outlives this handler: its pass listener goes when the handler closes.
+  const unwatch = metrics ? loading.then((loaded) => metrics.watch(loaded), () => () => {}) : null;
 
   return {
     matches: (path) => Object.hasOwn(ROUTES, routePath(path)),
@@ -136,6 +137,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     admission,
     ready: () => loading,
     close: async (closeOptions) => {
+      (await unwatch)?.();
       if (shared) return;
       const loaded = await loading.catch(() => null);
       await loaded?.close(closeOptions);

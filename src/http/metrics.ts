@@ -21,8 +21,8 @@ export interface Metrics {
   render(): Promise<string>;
   /** Wires the live gauges to an engine and an admission controller. */
   observe(source: { engine: () => Engine | null; admission: AdmissionController }): void;
-  /** Records the engine's forward passes (once it is loaded). */
-  watch(engine: Engine): void;
+  /** Records the engine's forward passes (once it is loaded); returns the function that stops it. */
+  watch(engine: Engine): () => void;
 }
 
 /**
@@ -78,15 +78,14 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     contentType: registry.contentType,
     render: () => registry.metrics(),
     observe: (s) => (source = s),
-    watch: (engine) => {
+    watch: (engine) =>
       engine.onForwardPass((pass) => {
         const labels = { method: pass.method };
         passes.inc(labels);
         (pass.ok ? passOk : passFailed).inc(labels);
         passDuration.observe(labels, pass.seconds);
         if (pass.method === 'prefill') nextSize.observe(pass.rows);
-      });
-    },
+      }),
     request: () => requests.inc(),
     failure: (err) => failure.inc({ err }),
     success(end: EndEvent, seconds: number) {
