@@ -63,12 +63,13 @@ function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>):
   const { id, prompt, params } = message;
   try {
     const { limits } = engine.info;
+    // A rendered chat already holds its special tokens, as transformers' apply_chat_template has it.
+    const chat = !('text' in prompt);
+    const text = chat ? render(engine, prompt) : prompt.text;
     // Without truncate, a prompt far over the context is refused before it is tokenized in full.
-    const beyond = 'text' in prompt && params.truncate === null ? countBeyond(engine.tokenizer, prompt.text, limits.maxTotalTokens) : null;
+    const beyond = params.truncate === null ? countBeyond(engine.tokenizer, text, limits.maxTotalTokens) : null;
     if (beyond !== null) checkTokenBudget(beyond, params, limits);
-    const ids = 'text' in prompt
-      ? engine.tokenizer.encode(prompt.text)
-      : engine.tokenizer.encode(render(engine, prompt), { addSpecialTokens: false });
+    const ids = engine.tokenizer.encode(text, { addSpecialTokens: !chat });
     const { maxNewTokens, dropLeading } = checkTokenBudget(ids.length, params, limits);
     const promptIds = ids.slice(dropLeading);
     post({ type: 'accepted', id, inputLength: promptIds.length });

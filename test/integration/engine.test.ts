@@ -126,6 +126,11 @@ describe('engine.generate', () => {
     await expect(gen.accepted).rejects.toMatchObject({ errorType: 'validation' });
   });
 
+  it('rejects a chat whose rendered prompt is over the token budget', async () => {
+    const gen = engine.chat({ messages: [{ role: 'user', content: 'word '.repeat(3000) }], parameters: { max_new_tokens: 10 } });
+    await expect(gen.accepted).rejects.toMatchObject({ errorType: 'validation', message: expect.stringMatching(/must be <= 2048/) });
+  });
+
   it('stops an aborted generation within one step and serves the next request', async () => {
     const controller = new AbortController();
     const gen = engine.generate({ inputs: 'Abort me', parameters: { max_new_tokens: 500 } }, { signal: controller.signal });
