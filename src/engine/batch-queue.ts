@@ -37,9 +37,10 @@ export class BatchQueue<T extends QueueEntry> {
 
   /**
    * Takes the entries that join the running batch now. An entry that alone exceeds a budget still runs
-   * when the batch is empty, otherwise it would wait forever.
+   * when the batch is empty, otherwise it would wait forever. `canJoin` is the cache layout's own
+   * condition (anchored rows can only join a batch that is already at least as long as they are).
    */
-  nextBatch(running: { size: number; reservedTokens: number }): T[] {
+  nextBatch(running: { size: number; reservedTokens: number }, canJoin: (entry: T) => boolean = () => true): T[] {
     const taken: T[] = [];
     let reserved = running.reservedTokens;
     let longest = 0;
@@ -48,6 +49,7 @@ export class BatchQueue<T extends QueueEntry> {
       const prefill = Math.max(longest, entry.inputLength) * (taken.length + 1);
       const alone = running.size === 0 && taken.length === 0;
       const fits =
+        canJoin(entry) &&
         size <= this.budget.maxBatchSize &&
         prefill <= this.budget.maxBatchPrefillTokens &&
         reserved + entry.reservedTokens <= this.budget.maxBatchTotalTokens;

@@ -34,6 +34,8 @@ export class GenerationLoop {
   constructor(
     private readonly model: ModelSession,
     private readonly budget: BatchBudget,
+    /** The context: no position may reach it (limits.maxTotalTokens). */
+    private readonly contextTokens: number,
     private readonly post: (message: FromWorker) => void,
   ) {
     this.queue = new BatchQueue(budget);
@@ -72,18 +74,37 @@ export class GenerationLoop {
         this.wake = null;
         continue;
       }
-      this.dropCancelled();
+      await this.guard([...this.running.values()], () => this.dropCancelled());
       if (!this.prefilling) {
-        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() });
-        if (joining.length > 0) this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens);
+        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() }, (s) => this.canJoin(s));
+        if (joining.length > 0) await this.guard(joining, () => this.startPrefill(joining));
       }
       const prefill = this.prefilling;
-      if (prefill) await this.guard('prefill', prefill.sequences, () => this.prefill(prefill));
-      this.dropCancelled();
-      if (this.running.size > 0) await this.guard('decode', [...this.running.values()], () => this.decode());
+      if (prefill) await this.guard(prefill.sequences, () => this.prefill(prefill), 'prefill');
+      await this.guard([...this.running.values()], () => this.dropCancelled());
+      if (this.running.size > 0) await this.guard([...this.running.values()], () => this.decode(), 'decode');
       // Let cancellations and submissions that arrived during the pass be handled before the next one.
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /**
+   * An anchored row (positions from the column index) joins at the column where the batch ends, so
+   * it must not be longer than the batch, and its last position must stay within the context.
+   */
+  private canJoin(sequence: Sequence): boolean {
+    const batch = this.batch;
+    if (this.model.attention.layout !== 'anchored' || !batch || this.running.size === 0) return true;
+    return sequence.inputLength <= batch.width && batch.width + sequence.maxNewTokens <= this.contextTokens;
+  }
+
+  private startPrefill(joining: Sequence[]): void {
+    const { layout } = this.model.attention;
+    const longest = Math.max(...joining.map((s) => s.inputLength));
+    // Joining rows are prefilled behind masked columns so that they end where the batch ends now:
+    // a multi-row prefill is one pass (the queue's prefill budget), so no decode step comes between.
+    const offset = layout === 'anchored' && this.batch && this.running.size > 0 ? this.batch.width - longest : 0;
+    this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens, layout, offset);
   }
 
   private async prefill(prefill: ChunkedPrefill): Promise<void> {
@@ -92,10 +113,15 @@ export class GenerationLoop {
     this.prefilling = null;
     // First tokens go out before the cache is merged: the copy is no part of their latency.
     this.emit(done.tokens);
-    for (const s of prefill.sequences) if (!s.finished && !this.cancelled.delete(s.id)) this.running.set(s.id, s);
-    if (prefill.sequences.some((s) => !this.running.has(s.id))) done.joined.filter(this.liveIds());
-    if (this.batch) this.batch.merge(this.liveIds(), done.joined);
-    else this.batch = done.joined;
+    for (const s of prefill.sequences) {
+      const cancelled = this.cancelled.delete(s.id);
+      if (!s.finished && !cancelled) this.running.set(s.id, s);
+    }
+    if (this.batch && this.batch.size > 0) this.batch.merge(this.liveIds(), done.joined);
+    else {
+      done.joined.filter(this.liveIds());
+      this.batch = done.joined;
+    }
     this.stepsWithDeadRows = 0;
   }
 
@@ -105,10 +131,9 @@ export class GenerationLoop {
     const rows = batch.rowIds.map((id) => this.running.get(id));
     const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? null)));
     batch.advance(present);
-    const vocab = logits.length / rows.length;
     const tokens: StepToken[] = [];
-    rows.forEach((s, r) => s && tokens.push(s.next(logits.subarray(r * vocab, (r + 1) * vocab))));
-    for (const s of rows) if (s?.finished) this.running.delete(s.id);
+    rows.forEach((s, r) => s && tokens.push(s.next(logits.at(r, 0))));
+    for (const s of rows) if (s?.finished) this.retire(s.id);
     this.emit(tokens);
     this.compact();
   }
@@ -137,6 +162,12 @@ export class GenerationLoop {
     return reserved;
   }
 
+  /** A sequence leaves the batch: it finished, was cancelled or failed. No id outlives it in `cancelled`. */
+  private retire(id: number): void {
+    this.running.delete(id);
+    this.cancelled.delete(id);
+  }
+
   private liveIds(): Set<number> {
     return new Set(this.running.keys());
   }
@@ -160,7 +191,9 @@ export class GenerationLoop {
     }
     let dropped = false;
     for (const id of this.cancelled) {
-      if (this.running.delete(id)) dropped = this.cancelled.delete(id);
+      if (!this.running.has(id)) continue;
+      this.retire(id);
+      dropped = true;
     }
     if (!dropped) return;
     this.compact();
@@ -168,29 +201,44 @@ export class GenerationLoop {
     this.emit([]);
   }
 
-  /** A failed forward pass fails the sequences it carried; the loop goes on serving the others. */
-  private async guard(method: 'prefill' | 'decode', sequences: Sequence[], pass: () => Promise<void>): Promise<void> {
-    this.pass = { method, rows: sequences.length, started: performance.now() };
+  /**
+   * Everything that can throw in a turn (a forward pass, a cache copy, a prefill's allocation) runs
+   * here: a failure fails the sequences it carried, and the loop goes on serving the others. `method`
+   * names the forward pass to report, if the step is one.
+   */
+  private async guard(sequences: Sequence[], step: () => Promise<void> | void, method?: 'prefill' | 'decode'): Promise<void> {
+    if (method) this.pass = { method, rows: sequences.length, started: performance.now() };
     try {
-      await pass();
-      if (!this.healthy) {
+      await step();
+      if (!this.healthy && method) {
         this.healthy = true;
         // The pass's own message still said unhealthy; the main thread must learn it recovered.
         this.emit([]);
       }
     } catch (error) {
-      this.healthy = false;
-      const ids = sequences.map((s) => s.id);
-      for (const id of ids) {
-        this.running.delete(id);
-        this.cancelled.delete(id);
-      }
-      if (this.prefilling?.sequences === sequences) this.prefilling = null;
-      if (this.running.size === 0) this.batch = null;
-      else this.batch?.filter(this.liveIds());
-      const failure = new GenerationError((error as Error).message ?? String(error), error);
-      this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats(), pass: this.record(false) });
-      this.pass = null;
+      this.fail(sequences, error);
+    }
+  }
+
+  private fail(sequences: Sequence[], error: unknown): void {
+    this.healthy = false;
+    const ids = sequences.map((s) => s.id);
+    for (const id of ids) this.retire(id);
+    if (this.prefilling && this.prefilling.sequences.some((s) => ids.includes(s.id))) this.prefilling = null;
+    const failure = new GenerationError(error instanceof Error ? error.message : String(error), error);
+    const pass = this.pass ? { pass: this.record(false) } : {};
+    this.pass = null;
+    this.post({ type: 'failed', ids, error: serializeError(failure), stats: this.stats(), ...pass });
+    if (this.running.size === 0) {
+      this.batch = null;
+      return;
+    }
+    try {
+      this.batch?.filter(this.liveIds());
+    } catch (copyError) {
+      // The cache cannot shed the failed rows: the rest of the batch cannot go on either.
+      this.batch = null;
+      this.fail([...this.running.values()], copyError);
     }
   }
 }

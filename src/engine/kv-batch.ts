@@ -1,25 +1,45 @@
 import * as ort from 'onnxruntime-node';
-import type { ForwardInputs, KvArray } from './model-session.js';
+import { halfBits, type HalfData } from './half.js';
+import type { ForwardInputs } from './model-session.js';
 
 /**
- * The KV cache of a running batch, stored as TGI's `CausalLMBatch` does: one tensor per
- * `past_key_values.*` input, `[rows, kvHeads, length, headDim]`, every row left-padded so that all
- * rows end at the same column. Row r's real tokens are the last `length - pads[r]` columns.
+ * Where a row's cached tokens sit in the shared `[rows, kvHeads, width, headDim]` tensors, chosen
+ * per attention family at load (see attention-family.ts) so that a row in a batch computes exactly
+ * what it computes alone while other rows join and leave:
+ *
+ * - `left`: rows end at the last column and are left-padded; a merge re-pads them freely. Right for
+ *   graphs that take positions from `position_ids` (fed per row) or from the mask's running count,
+ *   where a row's padding changes nothing (Optimum's Llama/Qwen/Phi/SmolLM exports).
+ * - `anchored`: left-padded too, but a row never moves once its keys are cached, because the graph
+ *   takes positions from the column index (optimum's Gemma exports): rotary keys cached at one column
+ *   would be wrong at another. Rows join at the column where they will end (prefilled behind a masked
+ *   empty past of that width) and the width only shrinks when the batch empties.
+ * - `right`: every row starts at column 0 and has its own length, the layout onnxruntime's
+ *   GroupQueryAttention assumes (it derives each row's positions and write index from
+ *   `ReduceSum(attention_mask) - 1`). The width is the longest row.
  *
  * A decode step hands the `present.*` outputs back in as the next past without a copy; copies happen
- * only when rows join (`concat`) or leave (`filter`).
+ * only when rows join or leave (`merge`).
  */
+export type CacheLayout = 'left' | 'anchored' | 'right';
+
+export type KvData = Float32Array | Uint16Array;
+
 export class KvBatch {
   private constructor(
+    readonly layout: CacheLayout,
     readonly rowIds: number[],
-    readonly pads: number[],
-    public length: number,
+    /** First cached column of each row. */
+    readonly starts: number[],
+    /** Cached tokens of each row (the row's own position of its next token). */
+    readonly lengths: number[],
+    public width: number,
     public kv: ort.Tensor[],
   ) {}
 
-  /** The batch that a prefill of `prompts` produced: `present` is `[rows, H, maxPromptLength, D]`. */
-  static fromPrefill(rowIds: number[], pads: number[], present: ort.Tensor[]): KvBatch {
-    return new KvBatch([...rowIds], [...pads], present[0].dims[2], present);
+  /** The rows a prefill produced: row r's tokens are columns `[starts[r], starts[r] + lengths[r])` of `present`. */
+  static fromPrefill(layout: CacheLayout, rowIds: number[], starts: number[], lengths: number[], present: ort.Tensor[]): KvBatch {
+    return new KvBatch(layout, [...rowIds], [...starts], [...lengths], present[0].dims[2], present);
   }
 
   get size(): number {
@@ -28,116 +48,109 @@ export class KvBatch {
 
   /**
    * Inputs of one decode step: each row's last token at its own next position. A null token marks a
-   * finished row still in the cache: it gets position 0, so it can never run past the model's
-   * position table, and its output is ignored.
+   * finished row still in the cache: its output is ignored, and it gets position 0 where the layout
+   * lets the engine choose, so it can never run past the model's position table.
    */
   decodeInputs(lastTokens: readonly (number | null)[]): ForwardInputs {
     const batch = this.size;
-    const total = this.length + 1;
+    const total = this.width + 1;
     const attentionMask = new BigInt64Array(batch * total);
     const positionIds = new BigInt64Array(batch);
     const inputIds = new BigInt64Array(batch);
     for (let r = 0; r < batch; r++) {
-      attentionMask.fill(1n, r * total + this.pads[r], (r + 1) * total);
       const token = lastTokens[r];
+      if (this.layout === 'right') {
+        // GroupQueryAttention writes the new key at index sum(mask) - 1 of the row: its own length.
+        attentionMask.fill(1n, r * total, r * total + (token === null ? 1 : this.lengths[r] + 1));
+      } else {
+        attentionMask.fill(1n, r * total + this.starts[r], (r + 1) * total);
+      }
       if (token === null) continue;
-      positionIds[r] = BigInt(this.length - this.pads[r]);
+      positionIds[r] = BigInt(this.lengths[r]);
       inputIds[r] = BigInt(token);
     }
     return { batch, seqLen: 1, inputIds, attentionMask, positionIds, past: this.kv };
   }
 
-  /** Takes a decode step's `present.*` as the new cache (one column longer). */
+  /** Takes a decode step's `present.*` as the new cache (one column wider, every row one token longer). */
   advance(present: ort.Tensor[]): void {
     this.kv = present;
-    this.length += 1;
+    this.width = present[0].dims[2];
+    for (let r = 0; r < this.lengths.length; r++) this.lengths[r] += 1;
   }
 
-  /** Keeps the rows whose ids are in `keep`, in order, and drops columns that became padding in every row. */
+  /** Keeps the rows whose ids are in `keep`, in order. */
   filter(keep: ReadonlySet<number>): void {
     this.merge(keep, null);
   }
 
-  /** Appends `other`'s rows, re-padding the shorter side on the left. `other` must not be used afterwards. */
-  concat(other: KvBatch): void {
-    this.merge(new Set(this.rowIds), other);
-  }
-
   /**
    * Keeps the rows in `keep` and appends `other`'s, in one copy: the only place the cache is copied.
-   * Columns that are padding in every remaining row are dropped.
+   * `other` must have the same layout and must not be used afterwards.
    */
   merge(keep: ReadonlySet<number>, other: KvBatch | null): void {
     const rows = this.rowIds.map((id, r) => (keep.has(id) ? r : -1)).filter((r) => r >= 0);
     const incoming = other?.size ?? 0;
-    if (rows.length === this.size && incoming === 0) {
-      if (this.size === 0 || Math.min(...this.pads) === 0) return;
+    if (rows.length === 0) return this.adopt(other);
+    const sources = [...rows.map((r) => ({ batch: this as KvBatch, r })), ...Array.from({ length: incoming }, (_, r) => ({ batch: other!, r }))];
+    const longest = Math.max(...sources.map(({ batch, r }) => batch.lengths[r]));
+    if (this.layout === 'anchored' && other && other.width !== this.width) {
+      throw new Error(`anchored rows must join at the batch's width (${this.width}), not ${other.width}`);
     }
-    if (rows.length === 0 && other) return this.adopt(other);
-    if (rows.length === 0 && incoming === 0) return this.adopt(null);
-    const mine = rows.length > 0 ? Math.max(...rows.map((r) => this.length - this.pads[r])) : 0;
-    const length = Math.max(mine, other?.length ?? 0);
-    const total = rows.length + incoming;
+    const width = this.layout === 'anchored' ? this.width : longest;
+    const startOf = ({ batch, r }: { batch: KvBatch; r: number }): number =>
+      this.layout === 'anchored' ? batch.starts[r] : this.layout === 'right' ? 0 : width - batch.lengths[r];
+    const unchanged =
+      incoming === 0 && rows.length === this.size && width === this.width && rows.every((r) => startOf({ batch: this, r }) === this.starts[r]);
+    if (unchanged) return;
+
     this.kv = this.kv.map((tensor, i) => {
       const [, heads, , dim] = tensor.dims;
-      const data = allocLike(tensor.data as KvArray, total * heads * length * dim);
-      rows.forEach((src, dst) => {
-        copyRow(tensor.data as KvArray, this.length, src, this.length - mine, data, length, dst, length - mine, mine, heads, dim);
+      const data = allocLike(tensor.data as KvData, sources.length * heads * width * dim);
+      sources.forEach((source, dst) => {
+        const { batch, r } = source;
+        const src = kvData(batch.kv[i]);
+        copyRow(src, batch.width, r, batch.starts[r], data, width, dst, startOf(source), batch.lengths[r], heads, dim);
       });
-      for (let r = 0; r < incoming; r++) {
-        const theirs = other!.kv[i].data as KvArray;
-        copyRow(theirs, other!.length, r, 0, data, length, rows.length + r, length - other!.length, other!.length, heads, dim);
-      }
-      return new ort.Tensor(tensor.type as 'float32', data, [total, heads, length, dim]);
+      return new ort.Tensor(tensor.type as 'float32', data, [sources.length, heads, width, dim]);
     });
-    const pads = [...rows.map((r) => this.pads[r] + length - this.length), ...(other?.pads.map((p) => p + length - other.length) ?? [])];
-    const ids = [...rows.map((r) => this.rowIds[r]), ...(other?.rowIds ?? [])];
+    const starts = sources.map(startOf);
+    const lengths = sources.map(({ batch, r }) => batch.lengths[r]);
+    const ids = sources.map(({ batch, r }) => batch.rowIds[r]);
     this.rowIds.splice(0, this.rowIds.length, ...ids);
-    this.pads.splice(0, this.pads.length, ...pads);
-    this.length = length;
+    this.starts.splice(0, this.starts.length, ...starts);
+    this.lengths.splice(0, this.lengths.length, ...lengths);
+    this.width = width;
   }
 
   /** Becomes `other` (or empty) without a copy. */
   private adopt(other: KvBatch | null): void {
     this.rowIds.splice(0, this.rowIds.length, ...(other?.rowIds ?? []));
-    this.pads.splice(0, this.pads.length, ...(other?.pads ?? []));
-    this.length = other?.length ?? 0;
+    this.starts.splice(0, this.starts.length, ...(other?.starts ?? []));
+    this.lengths.splice(0, this.lengths.length, ...(other?.lengths ?? []));
+    this.width = other?.width ?? 0;
     this.kv = other?.kv ?? [];
   }
 }
 
-/** Inputs of a prefill: prompts left-padded to the longest, pads at position 0 and masked out. */
-export function prefillInputs(prompts: readonly (readonly number[])[], past: ort.Tensor[]): ForwardInputs & { pads: number[] } {
-  const batch = prompts.length;
-  const seqLen = Math.max(...prompts.map((p) => p.length));
-  const inputIds = new BigInt64Array(batch * seqLen);
-  const attentionMask = new BigInt64Array(batch * seqLen);
-  const positionIds = new BigInt64Array(batch * seqLen);
-  const pads = prompts.map((p) => seqLen - p.length);
-  prompts.forEach((prompt, r) => {
-    const start = r * seqLen + pads[r];
-    prompt.forEach((id, j) => {
-      inputIds[start + j] = BigInt(id);
-      attentionMask[start + j] = 1n;
-      positionIds[start + j] = BigInt(j);
-    });
-  });
-  return { batch, seqLen, inputIds, attentionMask, positionIds, past, pads };
+/** A KV tensor's data as float32 values or float16 bits. */
+export function kvData(tensor: ort.Tensor): KvData {
+  return tensor.type === 'float16' ? halfBits(tensor.data as HalfData) : (tensor.data as Float32Array);
 }
 
-function allocLike(like: KvArray, length: number): KvArray {
+function allocLike(like: KvData, length: number): KvData {
   return like instanceof Uint16Array ? new Uint16Array(length) : new Float32Array(length);
 }
 
-/** Copies `cols` columns of one row, every head, from `src` (row length `srcLen`) into `dst`. */
+/** Copies `cols` columns of one row, every head, from `src` (width `srcWidth`) into `dst`. */
 function copyRow(
-  src: KvArray, srcLen: number, srcRow: number, srcCol: number,
-  dst: KvArray, dstLen: number, dstRow: number, dstCol: number,
+  src: KvData, srcWidth: number, srcRow: number, srcCol: number,
+  dst: KvData, dstWidth: number, dstRow: number, dstCol: number,
   cols: number, heads: number, dim: number,
 ): void {
   for (let h = 0; h < heads; h++) {
-    const from = ((srcRow * heads + h) * srcLen + srcCol) * dim;
-    const to = ((dstRow * heads + h) * dstLen + dstCol) * dim;
+    const from = ((srcRow * heads + h) * srcWidth + srcCol) * dim;
+    const to = ((dstRow * heads + h) * dstWidth + dstCol) * dim;
     dst.set(src.subarray(from, from + cols * dim), to);
   }
 }

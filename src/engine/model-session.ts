@@ -2,9 +2,11 @@ import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './model-dir.js';
+import { type AttentionFamily, type AttentionPlan, attentionFamilyFromGraph, planFor } from './attention-family.js';
+import { halfBits, type HalfData, widenHalf } from './half.js';
+import { kvData } from './kv-batch.js';
 
 export type KvDtype = 'float32' | 'float16';
-export type KvArray = Float32Array | Uint16Array;
 
 /** One forward pass's inputs for a batch; past tensors are `[batch, kvHeads, past, headDim]`. */
 export interface ForwardInputs {
@@ -14,16 +16,42 @@ export interface ForwardInputs {
   attentionMask: BigInt64Array;
   positionIds: BigInt64Array;
   past: ort.Tensor[];
+  /** Positions (from the end) whose logits are needed, where the graph can skip the rest; 0 = all. */
+  logitsToKeep?: number;
+}
+
+/**
+ * The logits of a pass, `[batch, columns, vocab]`, read one row at a time: float16 logits are
+ * widened only for the rows that are read, not the whole `[rows, seq, vocab]` tensor.
+ */
+export class Logits {
+  private readonly bits: Uint16Array | null;
+
+  constructor(
+    private readonly data: Float32Array | HalfData,
+    readonly batch: number,
+    readonly columns: number,
+    readonly vocab: number,
+  ) {
+    this.bits = data instanceof Float32Array ? null : halfBits(data);
+  }
+
+  /** Row `row`'s logits at returned column `column`, as float32 (a view for float32 logits). */
+  at(row: number, column: number): Float32Array {
+    const start = (row * this.columns + column) * this.vocab;
+    if (this.bits) return widenHalf(this.bits, start, this.vocab);
+    return (this.data as Float32Array).subarray(start, start + this.vocab);
+  }
 }
 
 export interface ForwardOutputs {
-  /** `[batch, seqLen, vocab]` as float32 (float16 logits are widened). */
-  logits: Float32Array;
+  logits: Logits;
   present: ort.Tensor[];
 }
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
-const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch']);
+const LOGITS_TO_KEEP = ['num_logits_to_keep', 'logits_to_keep'];
+const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', ...LOGITS_TO_KEEP]);
 
 function isTensorMeta(m: ort.InferenceSession.ValueMetadata): m is ort.InferenceSession.TensorValueMetadata {
   return m.isTensor;
@@ -39,6 +67,9 @@ export class ModelSession {
   private readonly pastNames: string[];
   private readonly presentNames: string[];
   private readonly hasCacheBranch: boolean;
+  private readonly logitsToKeepName: string | undefined;
+  /** Set by `load` once the attention family is known. */
+  attention!: AttentionPlan;
 
   private constructor(private readonly session: ort.InferenceSession, file: string, config: ModelConfig) {
     const inputs = session.inputMetadata.filter(isTensorMeta);
@@ -84,9 +115,11 @@ export class ModelSession {
     this.vocabSize = config.vocabSize;
     this.hasPositionIds = inputs.some((m) => m.name === 'position_ids');
     this.hasCacheBranch = inputs.some((m) => m.name === 'use_cache_branch');
+    this.logitsToKeepName = LOGITS_TO_KEEP.find((name) => inputs.some((m) => m.name === name));
   }
 
-  static async load(file: string, config: ModelConfig, threads?: number): Promise<ModelSession> {
+  /** `opTypes`: the graph's node types (onnx-file.ts), which tell the attention family. */
+  static async load(file: string, config: ModelConfig, opTypes: ReadonlySet<string>, threads?: number): Promise<ModelSession> {
     const head = await readFile(file).then((b) => b.subarray(0, 64), () => null);
     // A protobuf ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
     if (!head || head[0] !== 0x08) throw new ModelLoadError(`${file} is not an ONNX model (no ModelProto header)`);
@@ -100,17 +133,64 @@ export class ModelSession {
     } catch (error) {
       throw new ModelLoadError(`${file} could not be loaded by ONNX Runtime: ${(error as Error).message}`, error);
     }
-    return new ModelSession(session, file, config);
+    const model = new ModelSession(session, file, config);
+    const family = attentionFamilyFromGraph(opTypes, session.inputNames);
+    model.attention = planFor(family === 'probe' ? await model.probePositions() : family);
+    return model;
+  }
+
+  /**
+   * A graph without `position_ids` takes positions from the mask or from the column index; only the
+   * first survives a row's re-padding. The probe decodes one token after a two-token prompt, once as
+   * computed and once with an extra masked column in front of the cached keys, and compares.
+   */
+  private async probePositions(): Promise<AttentionFamily> {
+    const prompt = await this.forward({
+      batch: 1, seqLen: 2, inputIds: BigInt64Array.of(1n, 2n), attentionMask: BigInt64Array.of(1n, 1n),
+      positionIds: BigInt64Array.of(0n, 1n), past: this.emptyPast(1),
+    });
+    const decode = (past: ort.Tensor[], mask: bigint[]) =>
+      this.forward({
+        batch: 1, seqLen: 1, inputIds: BigInt64Array.of(3n), attentionMask: BigInt64Array.from(mask),
+        positionIds: BigInt64Array.of(2n), past,
+      });
+    const alone = (await decode(prompt.present, [1n, 1n, 1n])).logits.at(0, 0);
+    const shifted = (await decode(this.shiftRight(prompt.present), [0n, 1n, 1n, 1n])).logits.at(0, 0);
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < alone.length; i++) {
+      scale = Math.max(scale, Math.abs(alone[i]));
+      diff = Math.max(diff, Math.abs(alone[i] - shifted[i]));
+    }
+    const tolerance = (this.kvDtype === 'float16' ? 1e-2 : 1e-3) * Math.max(1, scale);
+    return diff <= tolerance ? 'mask-positions' : 'column-positions';
+  }
+
+  /** The same cache behind one more (masked) column. */
+  private shiftRight(past: ort.Tensor[]): ort.Tensor[] {
+    return past.map((tensor) => {
+      const [rows, heads, width, dim] = tensor.dims;
+      const src = kvData(tensor);
+      const out = src instanceof Uint16Array ? new Uint16Array(rows * heads * (width + 1) * dim) : new Float32Array(rows * heads * (width + 1) * dim);
+      for (let h = 0; h < rows * heads; h++) out.set(src.subarray(h * width * dim, (h + 1) * width * dim), (h * (width + 1) + 1) * dim);
+      return new ort.Tensor(tensor.type as 'float32', out, [rows, heads, width + 1, dim]);
+    });
   }
 
   get numLayers(): number {
     return this.pastNames.length / 2;
   }
 
-  /** Empty past tensors (`past = 0`) for a prefill of `batch` rows. */
-  emptyPast(batch: number): ort.Tensor[] {
-    const empty = this.kvDtype === 'float16' ? new Uint16Array(0) : new Float32Array(0);
-    return this.pastNames.map(() => new ort.Tensor(this.kvDtype, empty, [batch, this.kvHeads, 0, this.headDim]));
+  /**
+   * Past tensors of `width` masked columns for a prefill of `batch` rows: empty, or zeros that a
+   * graph taking positions from the column index sees as the columns before the prompt.
+   */
+  emptyPast(batch: number, width = 0): ort.Tensor[] {
+    const size = batch * this.kvHeads * width * this.headDim;
+    return this.pastNames.map(() => {
+      const data = this.kvDtype === 'float16' ? new Uint16Array(size) : new Float32Array(size);
+      return new ort.Tensor(this.kvDtype, data, [batch, this.kvHeads, width, this.headDim]);
+    });
   }
 
   async forward(inputs: ForwardInputs): Promise<ForwardOutputs> {
@@ -122,11 +202,15 @@ export class ModelSession {
     };
     if (this.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', inputs.positionIds, [batch, seqLen]);
     if (this.hasCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', [total > seqLen], [1]);
+    if (this.logitsToKeepName) {
+      feeds[this.logitsToKeepName] = new ort.Tensor('int64', BigInt64Array.of(BigInt(inputs.logitsToKeep ?? 0)), []);
+    }
     this.pastNames.forEach((name, i) => (feeds[name] = inputs.past[i]));
     const out = await this.session.run(feeds);
     const logits = out.logits;
+    const [, columns, vocab] = logits.dims;
     return {
-      logits: logits.type === 'float16' ? halfToFloat(logits.data as Uint16Array) : (logits.data as Float32Array),
+      logits: new Logits(logits.data as Float32Array | HalfData, batch, columns, vocab),
       present: this.presentNames.map((name) => out[name]),
     };
   }
@@ -134,19 +218,4 @@ export class ModelSession {
   async release(): Promise<void> {
     await this.session.release();
   }
-}
-
-/** IEEE half → single precision, for float16 logits. */
-export function halfToFloat(half: Uint16Array): Float32Array {
-  const out = new Float32Array(half.length);
-  for (let i = 0; i < half.length; i++) {
-    const h = half[i];
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) out[i] = sign * 2 ** -14 * (frac / 1024);
-    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
-    else out[i] = sign * 2 ** (exp - 15) * (1 + frac / 1024);
-  }
-  return out;
 }

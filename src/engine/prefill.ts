@@ -1,7 +1,7 @@
 import type * as ort from 'onnxruntime-node';
-import { KvBatch, prefillInputs } from './kv-batch.js';
+import { type CacheLayout, KvBatch } from './kv-batch.js';
 import type { StepToken } from './messages.js';
-import type { ForwardInputs, ModelSession } from './model-session.js';
+import type { ForwardInputs, Logits, ModelSession } from './model-session.js';
 import { logSoftmaxAt } from './sampling.js';
 import type { Sequence } from './sequence.js';
 
@@ -13,14 +13,53 @@ function columns(data: BigInt64Array, rows: number, width: number, start: number
   return out;
 }
 
+/** The whole prompt matrix of a prefill, padded as the layout wants, behind `offset` masked empty columns. */
+interface PromptMatrix {
+  batch: number;
+  seqLen: number;
+  offset: number;
+  inputIds: BigInt64Array;
+  /** `[batch, offset + seqLen]`. */
+  attentionMask: BigInt64Array;
+  positionIds: BigInt64Array;
+  /** Column (in `[0, seqLen)`) of each row's first prompt token. */
+  firsts: number[];
+}
+
 /**
- * The prefill of requests joining the batch, left-padded together and run in chunks of at most
+ * Prompts padded to the longest: on the left for the `left` and `anchored` layouts (every row ends
+ * at the last column), on the right for `right`. Pads are masked out and get position 0.
+ */
+export function promptMatrix(prompts: readonly (readonly number[])[], layout: CacheLayout, offset = 0): PromptMatrix {
+  const batch = prompts.length;
+  const seqLen = Math.max(...prompts.map((p) => p.length));
+  const total = offset + seqLen;
+  const inputIds = new BigInt64Array(batch * seqLen);
+  const attentionMask = new BigInt64Array(batch * total);
+  const positionIds = new BigInt64Array(batch * seqLen);
+  const firsts = prompts.map((p) => (layout === 'right' ? 0 : seqLen - p.length));
+  prompts.forEach((prompt, r) => {
+    prompt.forEach((id, j) => {
+      inputIds[r * seqLen + firsts[r] + j] = BigInt(id);
+      attentionMask[r * total + offset + firsts[r] + j] = 1n;
+      positionIds[r * seqLen + firsts[r] + j] = BigInt(j);
+    });
+  });
+  return { batch, seqLen, offset, inputIds, attentionMask, positionIds, firsts };
+}
+
+/**
+ * The prefill of requests joining the batch, padded together and run in chunks of at most
  * `chunkTokens` padded tokens per pass, each chunk feeding its `present.*` to the next as past. A
  * long prompt then neither allocates the logits of every position at once (rows × length × vocab)
  * nor stalls the running streams: the loop runs a decode step between two chunks.
+ *
+ * `anchored` rows are prefilled behind `offset` masked columns, so that they end where the running
+ * batch will end when they join. GroupQueryAttention (`right`) refuses a multi-row pass with a past,
+ * so its multi-row prefills run in one pass (the queue's prefill budget keeps those small anyway).
  */
 export class ChunkedPrefill {
-  private readonly full: ForwardInputs & { pads: number[] };
+  private readonly full: PromptMatrix;
   private readonly chunk: number;
   private readonly promptLogprobs: Map<number, (number | null)[]>;
   private past: ort.Tensor[];
@@ -30,53 +69,79 @@ export class ChunkedPrefill {
     readonly sequences: Sequence[],
     private readonly model: ModelSession,
     chunkTokens: number,
+    private readonly layout: CacheLayout,
+    offset = 0,
   ) {
-    this.past = model.emptyPast(sequences.length);
-    this.full = prefillInputs(sequences.map((s) => s.promptIds), this.past);
-    this.chunk = Math.max(1, Math.floor(chunkTokens / sequences.length));
+    this.full = promptMatrix(sequences.map((s) => s.promptIds), layout, offset);
+    this.past = model.emptyPast(sequences.length, offset);
+    const oneShot = layout === 'right' && sequences.length > 1;
+    this.chunk = oneShot ? this.full.seqLen : Math.max(1, Math.floor(chunkTokens / sequences.length));
     this.promptLogprobs = new Map(
       sequences.filter((s) => s.params.decoderInputDetails).map((s) => [s.id, s.promptIds.map(() => null)]),
     );
     for (const s of sequences) s.markStarted();
   }
 
+  /** The width of the cache this prefill produces. */
+  get width(): number {
+    return this.full.offset + this.full.seqLen;
+  }
+
+  /** Forward passes still to run. */
+  get remainingChunks(): number {
+    return Math.ceil((this.full.seqLen - this.done) / this.chunk);
+  }
+
   /** Runs the next chunk; after the last one, returns the first tokens and the new rows' cache. */
   async next(): Promise<{ tokens: StepToken[]; joined: KvBatch } | null> {
-    const { batch, seqLen: width } = this.full;
+    const { batch, seqLen: width, offset } = this.full;
     const start = this.done;
     const end = Math.min(width, start + this.chunk);
-    const { logits, present } = await this.model.forward({
-      batch,
-      seqLen: end - start,
-      inputIds: columns(this.full.inputIds, batch, width, start, end),
-      attentionMask: columns(this.full.attentionMask, batch, width, 0, end),
-      positionIds: columns(this.full.positionIds, batch, width, start, end),
-      past: this.past,
-    });
+    const last = end === width;
+    const { logits, present } = await this.model.forward(this.chunkInputs(start, end, last));
     this.past = present;
     this.done = end;
-    const vocab = logits.length / (batch * (end - start));
-    this.sequences.forEach((s, r) => this.recordPromptLogprobs(s, r, logits, vocab, start, end));
-    if (end < width) return null;
+    this.sequences.forEach((s, r) => this.recordPromptLogprobs(s, r, logits, start, end));
+    if (!last) return null;
     const tokens = this.sequences.map((s, r) => {
-      const rowEnd = (r + 1) * (end - start) * vocab;
-      const step = s.next(logits.subarray(rowEnd - vocab, rowEnd));
+      // The row's last prompt token: the last column, or its own end in a right-padded matrix.
+      const column = this.full.firsts[r] + s.promptIds.length - 1;
+      const step = s.next(logits.at(r, logits.columns - (end - column)));
       const logprobs = this.promptLogprobs.get(s.id);
       if (logprobs) step.prefill = s.prefillTokens(logprobs);
       return step;
     });
-    return { tokens, joined: KvBatch.fromPrefill(this.sequences.map((s) => s.id), this.full.pads, present) };
+    const ids = this.sequences.map((s) => s.id);
+    const lengths = this.sequences.map((s) => s.promptIds.length);
+    const starts = this.full.firsts.map((first) => offset + first);
+    return { tokens, joined: KvBatch.fromPrefill(this.layout, ids, starts, lengths, present) };
+  }
+
+  private chunkInputs(start: number, end: number, last: boolean): ForwardInputs {
+    const { batch, seqLen: width, offset } = this.full;
+    // Only the last chunk's last column is sampled: the graph may skip the other logits, unless a
+    // row asked for the prompt's logprobs or the rows end at different columns.
+    const rowsEndTogether = this.layout !== 'right' || this.sequences.every((s) => s.promptIds.length === width);
+    const logitsToKeep = last && this.promptLogprobs.size === 0 && rowsEndTogether ? 1 : 0;
+    return {
+      batch,
+      seqLen: end - start,
+      inputIds: columns(this.full.inputIds, batch, width, start, end),
+      attentionMask: columns(this.full.attentionMask, batch, offset + width, 0, offset + end),
+      positionIds: columns(this.full.positionIds, batch, width, start, end),
+      past: this.past,
+      logitsToKeep: last ? logitsToKeep : this.promptLogprobs.size > 0 ? 0 : 1,
+    };
   }
 
   /** The logits at column c score the prompt token at column c + 1. */
-  private recordPromptLogprobs(s: Sequence, r: number, logits: Float32Array, vocab: number, start: number, end: number): void {
+  private recordPromptLogprobs(s: Sequence, r: number, logits: Logits, start: number, end: number): void {
     const logprobs = this.promptLogprobs.get(s.id);
     if (!logprobs) return;
-    const pad = this.full.pads[r];
-    for (let c = Math.max(start, pad); c < end && c + 1 < this.full.seqLen; c++) {
-      const j = c + 1 - pad;
-      const at = (r * (end - start) + (c - start)) * vocab;
-      logprobs[j] = logSoftmaxAt(logits.subarray(at, at + vocab), s.promptIds[j]);
+    const first = this.full.firsts[r];
+    for (let c = Math.max(start, first); c < end && c + 1 < first + s.promptIds.length; c++) {
+      const j = c + 1 - first;
+      logprobs[j] = logSoftmaxAt(logits.at(r, c - start), s.promptIds[j]);
     }
   }
 }
