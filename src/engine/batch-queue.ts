@@ -48,10 +48,13 @@ export class BatchQueue<T extends QueueEntry> {
       const size = running.size + taken.length + 1;
       const prefill = Math.max(longest, entry.inputLength) * (taken.length + 1);
       const alone = running.size === 0 && taken.length === 0;
+      // A prompt over the prefill budget still joins a running batch when it prefills alone: its
+      // chunks then alternate with the batch's decode steps.
+      const prefillFits = prefill <= this.budget.maxBatchPrefillTokens || taken.length === 0;
       const fits =
         canJoin(entry) &&
         size <= this.budget.maxBatchSize &&
-        prefill <= this.budget.maxBatchPrefillTokens &&
+        prefillFits &&
         reserved + entry.reservedTokens <= this.budget.maxBatchTotalTokens;
       if (!fits && !alone) break;
       taken.push(entry);

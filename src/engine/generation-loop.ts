@@ -95,15 +95,21 @@ export class GenerationLoop {
   private canJoin(sequence: Sequence): boolean {
     const batch = this.batch;
     if (this.model.attention.layout !== 'anchored' || !batch || this.running.size === 0) return true;
-    return sequence.inputLength <= batch.width && batch.width + sequence.maxNewTokens <= this.contextTokens;
+    // The batch is wider by one column per decode step between two chunks of the prefill.
+    const end = batch.width + Math.ceil(sequence.inputLength / this.budget.maxBatchPrefillTokens) - 1;
+    return sequence.inputLength <= end && end + sequence.maxNewTokens <= this.contextTokens;
   }
 
   private startPrefill(joining: Sequence[]): void {
     const { layout } = this.model.attention;
-    const longest = Math.max(...joining.map((s) => s.inputLength));
-    // Joining rows are prefilled behind masked columns so that they end where the batch ends now:
-    // a multi-row prefill is one pass (the queue's prefill budget), so no decode step comes between.
-    const offset = layout === 'anchored' && this.batch && this.running.size > 0 ? this.batch.width - longest : 0;
+    let offset = 0;
+    if (layout === 'anchored' && this.batch && this.running.size > 0) {
+      // Joining rows are prefilled behind masked columns so that they end where the batch will end
+      // when they join: its width now, plus one column per decode step between two chunks.
+      const longest = Math.max(...joining.map((s) => s.inputLength));
+      const chunks = Math.ceil(longest / Math.max(1, Math.floor(this.budget.maxBatchPrefillTokens / joining.length)));
+      offset = this.batch.width + chunks - 1 - longest;
+    }
     this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens, layout, offset);
   }
 

@@ -207,6 +207,20 @@ describe('BatchQueue', () => {
     expect(queue.nextBatch({ size: 0, reservedTokens: 0 }).map((e) => e.id)).toEqual([1]);
   });
 
+  it('lets a prompt over the prefill budget join a running batch when it prefills alone (in chunks)', () => {
+    const queue = new BatchQueue({ maxBatchSize: 4, maxBatchPrefillTokens: 10, maxBatchTotalTokens: 1000 });
+    [entry(1, 50), entry(2, 5)].forEach((e) => queue.append(e));
+    expect(queue.nextBatch({ size: 2, reservedTokens: 20 }).map((e) => e.id)).toEqual([1]);
+    expect(queue.nextBatch({ size: 3, reservedTokens: 80 }).map((e) => e.id)).toEqual([2]);
+  });
+
+  it("asks the cache layout whether an entry can join", () => {
+    const queue = new BatchQueue({ maxBatchSize: 4, maxBatchPrefillTokens: 100, maxBatchTotalTokens: 1000 });
+    [entry(1, 5), entry(2, 5)].forEach((e) => queue.append(e));
+    expect(queue.nextBatch({ size: 1, reservedTokens: 0 }, (e) => e.id !== 1)).toEqual([]);
+    expect(queue.nextBatch({ size: 1, reservedTokens: 0 }).map((e) => e.id)).toEqual([1, 2]);
+  });
+
   it('removes a cancelled entry', () => {
     const queue = new BatchQueue({ maxBatchSize: 4, maxBatchPrefillTokens: 100, maxBatchTotalTokens: 100 });
     queue.append(entry(1, 5));
