@@ -26,6 +26,8 @@ export interface ValidateOptions {
    * `top_n_tokens`, before `truncate`). Chat routes leave it out: their prompt comes from a template.
    */
   inputs?: unknown;
+  /** `return_full_text` when the request leaves it out: true on TGI's `POST /`, false elsewhere. */
+  returnFullText?: boolean;
 }
 
 const U32_MAX = 4294967295;
@@ -65,7 +67,7 @@ export function validateParameters(
   const typicalP = readFloat(raw, 'typical_p');
   const doSample = readBoolean(raw, 'do_sample') ?? missing;
   const maxNewTokens = readInteger(raw, 'max_new_tokens', 0, U32_MAX);
-  const returnFullText = readBoolean(raw, 'return_full_text') ?? false;
+  const returnFullText = readBoolean(raw, 'return_full_text') ?? options.returnFullText ?? false;
   const stop = readStop(raw);
   const truncate = readInteger(raw, 'truncate', 0, Number.MAX_SAFE_INTEGER);
   const watermark = readBoolean(raw, 'watermark') ?? false;

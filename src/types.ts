@@ -51,6 +51,8 @@ export interface ChatMessage {
 export interface ChatGenerateRequest {
   messages: ChatMessage[];
   tools?: unknown[];
+  /** More variables for the chat template (vLLM's `chat_template_kwargs`): `enable_thinking`, `documents`, ... */
+  chatTemplateKwargs?: Record<string, unknown>;
   parameters?: GenerateParameters;
 }
 
@@ -195,6 +197,15 @@ export interface EngineOptions {
   modelId?: string;
 }
 
+/** Sampling defaults from the model's `generation_config.json`; absent fields were not in it. */
+export interface GenerationDefaults {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  doSample?: boolean;
+}
+
 /** What the engine knows of its model, for `/info` and `/v1/models`. */
 export interface ModelInfo {
   modelId: string;
@@ -206,6 +217,8 @@ export interface ModelInfo {
   eosTokenIds: number[];
   kvDtype: 'float32' | 'float16';
   hasChatTemplate: boolean;
+  /** The OpenAI routes apply these to the fields a request leaves unset (unless `generationConfig: 'none'`). */
+  generationDefaults?: GenerationDefaults;
   limits: ValidationLimits;
   maxBatchSize: number;
   maxBatchPrefillTokens: number;

@@ -4,7 +4,7 @@ import type {
   ChatMessage, EngineOptions, EngineStats, FinishReason, ForwardPassRecord, ModelInfo, PrefillToken, Token, ValidatedParameters,
 } from '../types.js';
 
-export type Prompt = { text: string } | { messages: ChatMessage[]; tools?: unknown[] };
+export type Prompt = { text: string } | { messages: ChatMessage[]; tools?: unknown[]; chatTemplateKwargs?: Record<string, unknown> };
 
 export type ToWorker =
   | { type: 'submit'; id: number; prompt: Prompt; params: ValidatedParameters }

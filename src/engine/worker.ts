@@ -56,7 +56,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
 
 function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, addGenerationPrompt = true): string {
   if (!engine.template) throw new TemplateError('the model has no chat_template in tokenizer_config.json');
-  return engine.template.render({ messages: chat.messages, tools: chat.tools, addGenerationPrompt });
+  return engine.template.render({ messages: chat.messages, tools: chat.tools, kwargs: chat.chatTemplateKwargs, addGenerationPrompt });
 }
 
 function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): void {

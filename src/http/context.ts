@@ -15,6 +15,8 @@ export interface HandlerContext {
   /** Interval of the keep-alive comment on an idle stream. */
   keepAliveMs: number;
   maxConcurrentRequests: number;
+  /** `auto`: the OpenAI routes fill unset sampling fields from the model's generation_config.json. */
+  generationConfig: 'auto' | 'none';
   metrics: Metrics | null;
   /** Injected for deterministic ids and timestamps in tests. */
   newId(prefix: string): string;

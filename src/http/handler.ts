@@ -27,6 +27,12 @@ export interface StreamingInferenceOptions extends Partial<EngineOptions> {
   keepAliveMs?: number;
   /** Prometheus metrics at `/metrics`: on by default in a registry of our own; pass the host's registry to join it, or `false`. */
   metrics?: MetricsOptions | false;
+  /**
+   * `auto` (default): the OpenAI routes take the sampling fields a request leaves unset (temperature,
+   * top_p, top_k, repetition_penalty) from the model's generation_config.json, as vLLM's
+   * `--generation-config auto`; `none`: OpenAI's defaults. TGI routes never do.
+   */
+  generationConfig?: 'auto' | 'none';
 }
 
 type Serve = (ctx: HandlerContext, res: ServerResponse, body: unknown) => void | Promise<void>;
@@ -79,10 +85,13 @@ function routePath(path: string): string {
 export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
   const {
     engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, keepAliveMs = 15_000,
-    metrics: metricsOptions, ...engineOptions
+    metrics: metricsOptions, generationConfig = 'auto', ...engineOptions
   } = options;
   if (!shared && typeof engineOptions.model !== 'string') throw new TypeError('streamingInference: pass `model` (a directory) or `engine`');
   if (!Number.isSafeInteger(bodyLimit) || bodyLimit <= 0) throw new TypeError('streamingInference: `bodyLimit` must be a positive integer');
+  if (generationConfig !== 'auto' && generationConfig !== 'none') {
+    throw new TypeError(`streamingInference: \`generationConfig\` must be 'auto' or 'none', got ${JSON.stringify(generationConfig)}`);
+  }
   const admission = new AdmissionController({ maxConcurrentRequests });
   const metrics = metricsOptions === false ? null : createMetrics(metricsOptions);
   let engine: Engine | null = shared ?? null;
@@ -108,6 +117,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     stallTimeoutMs,
     keepAliveMs,
     maxConcurrentRequests,
+    generationConfig,
     metrics,
     newId: (prefix) => prefix + randomUUID().replaceAll('-', ''),
     nowSeconds: () => Math.floor(Date.now() / 1000),

@@ -1,7 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import { ValidationError } from '../errors.js';
-import { isPlainObject } from '../protocol/json-shape.js';
-import { tgiTokenizeResponse } from '../protocol/tgi.js';
+import { validateParameters } from '../params.js';
+import { parseTgiGenerateBody, tgiTokenizeResponse } from '../protocol/tgi.js';
 import type { HandlerContext } from './context.js';
 import { sendJson } from './respond.js';
 
@@ -52,9 +51,15 @@ export function serveModels(ctx: HandlerContext, res: ServerResponse): void {
   sendJson(res, 200, { object: 'list', data: [{ id: modelId, object: 'model', created: 0, owned_by: 'streaming-inference' }] });
 }
 
-/** `POST /tokenize` with TGI's `GenerateRequest` body. */
+/**
+ * `POST /tokenize` with TGI's `GenerateRequest` body, whose `parameters` are validated as on
+ * `/generate` (TGI parses the same struct). `truncate` keeps the last tokens, as TGI's tokenizer
+ * truncates from the left; their offsets still point into `inputs`.
+ */
 export async function serveTokenize(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
   const engine = ctx.engine();
-  if (!isPlainObject(body) || typeof body.inputs !== 'string') throw new ValidationError('`inputs` must be a string', 'inputs');
-  sendJson(res, 200, tgiTokenizeResponse(await engine.tokenize(body.inputs)));
+  const request = parseTgiGenerateBody(body);
+  const { truncate } = validateParameters(request.parameters, engine.info.limits, { stream: false });
+  const tokens = await engine.tokenize(request.inputs);
+  sendJson(res, 200, tgiTokenizeResponse(truncate === null ? tokens : tokens.slice(-truncate)));
 }

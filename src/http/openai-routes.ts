@@ -1,49 +1,62 @@
 import type { ServerResponse } from 'node:http';
 import { ChatChunkEncoder, chatCompletionResponse, parseChatRequest } from '../protocol/openai-chat.js';
 import { CompletionChunkEncoder, completionResponse, parseCompletionRequest } from '../protocol/openai-completions.js';
-import type { Engine } from '../types.js';
+import type { EndEvent, Engine, GenerationDefaults, GenerationEvent } from '../types.js';
 import type { HandlerContext } from './context.js';
-import { serveGeneration, type GenerationSpec } from './serve-generation.js';
+import { serveGeneration, type ResponseEncoder } from './serve-generation.js';
+
+/** `POST /v1/chat/completions`, streamed or whole. */
+export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
+  return serveGeneration(ctx, res, {
+    family: 'openai',
+    start: (engine, signal) => {
+      const request = parseChatRequest(body, engine.info.limits, generationDefaults(ctx, engine));
+      const { stream, parameters } = request;
+      const generation = engine.chat(
+        { messages: request.messages, tools: request.tools, chatTemplateKwargs: request.chatTemplateKwargs, parameters },
+        { signal, stream },
+      );
+      const opts = { ...identity(ctx, engine, 'chatcmpl-', request.model), logprobs: request.logprobs, stop: parameters.stop ?? [] };
+      if (!stream) return { generation, encoder: whole((end) => chatCompletionResponse(end, opts)) };
+      return { generation, encoder: streamed(new ChatChunkEncoder({ ...opts, includeUsage: request.includeUsage })) };
+    },
+  });
+}
+
+/** `POST /v1/completions`, streamed or whole. */
+export function serveCompletion(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
+  return serveGeneration(ctx, res, {
+    family: 'openai',
+    start: (engine, signal) => {
+      const request = parseCompletionRequest(body, engine.info.limits, generationDefaults(ctx, engine));
+      const { stream, parameters } = request;
+      const generation = engine.generate({ inputs: request.prompt, parameters }, { signal, stream });
+      const opts = {
+        ...identity(ctx, engine, 'cmpl-', request.model),
+        echo: request.echo,
+        prompt: request.prompt,
+        stop: parameters.stop ?? [],
+        logprobs: request.logprobs !== null,
+      };
+      if (!stream) return { generation, encoder: whole((end) => completionResponse(end, opts)) };
+      return { generation, encoder: streamed(new CompletionChunkEncoder({ ...opts, includeUsage: request.includeUsage })) };
+    },
+  });
+}
 
 function identity(ctx: HandlerContext, engine: Engine, prefix: string, model: string | undefined) {
   return { id: ctx.newId(prefix), created: ctx.nowSeconds(), model: model ?? engine.info.modelId };
 }
 
-/** `POST /v1/chat/completions`, streamed or whole. */
-export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
-  const stream = (body as { stream?: unknown })?.stream === true;
-  let encode: ChatChunkEncoder;
-  let finish: GenerationSpec['body'];
-  const spec: GenerationSpec = {
-    family: 'openai',
-    start: (engine, options) => {
-      const request = parseChatRequest(body, engine.info.limits);
-      const id = identity(ctx, engine, 'chatcmpl-', request.model);
-      encode = new ChatChunkEncoder({ ...id, includeUsage: request.includeUsage, logprobs: request.logprobs });
-      finish = (end) => ({ json: chatCompletionResponse(end, { ...id, logprobs: request.logprobs }) });
-      return engine.chat({ messages: request.messages, tools: request.tools, parameters: request.parameters }, options);
-    },
-    ...(stream ? { frames: (event) => encode.push(event) } : { body: (end) => finish!(end) }),
-  };
-  return serveGeneration(ctx, res, spec);
+/** The model's generation_config.json sampling defaults, unless the handler turned them off. */
+function generationDefaults(ctx: HandlerContext, engine: Engine): GenerationDefaults {
+  return ctx.generationConfig === 'auto' ? (engine.info.generationDefaults ?? {}) : {};
 }
 
-/** `POST /v1/completions`, streamed or whole. */
-export function serveCompletion(ctx: HandlerContext, res: ServerResponse, body: unknown): Promise<void> {
-  const stream = (body as { stream?: unknown })?.stream === true;
-  let encode: CompletionChunkEncoder;
-  let finish: GenerationSpec['body'];
-  const spec: GenerationSpec = {
-    family: 'openai',
-    start: (engine, options) => {
-      const request = parseCompletionRequest(body, engine.info.limits);
-      const id = identity(ctx, engine, 'cmpl-', request.model);
-      const text = { echo: request.echo, prompt: request.prompt };
-      encode = new CompletionChunkEncoder({ ...id, ...text, includeUsage: request.includeUsage });
-      finish = (end) => ({ json: completionResponse(end, { ...id, ...text }) });
-      return engine.generate({ inputs: request.prompt, parameters: request.parameters }, options);
-    },
-    ...(stream ? { frames: (event) => encode.push(event) } : { body: (end) => finish!(end) }),
-  };
-  return serveGeneration(ctx, res, spec);
+function streamed(encoder: { push(event: GenerationEvent): string[] }): ResponseEncoder {
+  return { stream: true, frames: (event) => encoder.push(event) };
+}
+
+function whole(body: (end: EndEvent) => unknown): ResponseEncoder {
+  return { stream: false, body: (end) => ({ json: body(end) }) };
 }

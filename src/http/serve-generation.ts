@@ -1,20 +1,27 @@
 import type { ServerResponse } from 'node:http';
 import { OverloadedError } from '../errors.js';
 import { errorResponse, inStreamErrorFrame, type RouteFamily } from '../protocol/error-body.js';
-import type { EndEvent, Engine, GenerateOptions, Generation, GenerationEvent } from '../types.js';
+import type { EndEvent, Engine, Generation, GenerationEvent } from '../types.js';
 import type { HandlerContext } from './context.js';
 import { sendError, sendJson } from './respond.js';
 import { SseWriter } from './sse-writer.js';
 
-/** What differs between the generation routes: how to start, and how to encode. */
+/** How the events of one parsed request become its response: SSE frames, or one JSON body. */
+export type ResponseEncoder =
+  | { stream: true; frames(event: GenerationEvent): string[] }
+  | { stream: false; body(end: EndEvent): { json: unknown; headers?: Record<string, string> } };
+
+/** A started generation and the encoder its parsed request asked for. */
+export interface StartedGeneration {
+  generation: Generation;
+  encoder: ResponseEncoder;
+}
+
+/** What differs between the generation routes: how to parse and start, and how to encode. */
 export interface GenerationSpec {
   family: RouteFamily;
   /** Parses the route's body and starts the generation; throws validation errors. */
-  start(engine: Engine, options: GenerateOptions): Generation;
-  /** Streamed: the SSE frames of one event. Absent: the route answers one JSON body. */
-  frames?(event: GenerationEvent): string[];
-  /** Not streamed: the JSON body of the finished generation, and extra headers. */
-  body?(end: EndEvent): { json: unknown; headers?: Record<string, string> };
+  start(engine: Engine, signal: AbortSignal): StartedGeneration;
 }
 
 /**
@@ -35,21 +42,15 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
   res.on('close', onClose);
   // The client may have gone while its body was read, before there was a listener to tell us.
   if (res.destroyed || res.socket?.destroyed) controller.abort();
-  const writer = spec.frames ? new SseWriter(res, ctx.stallTimeoutMs, ctx.keepAliveMs) : null;
+  // Writes nothing until opened: a response that is not streamed only uses it to end.
+  const writer = new SseWriter(res, ctx.stallTimeoutMs, ctx.keepAliveMs);
   const started = performance.now();
   try {
-    const generation = spec.start(engine, { signal: controller.signal, stream: writer !== null });
+    const { generation, encoder } = spec.start(engine, controller.signal);
     await generation.accepted;
-    let end: EndEvent | null = null;
-    writer?.open({ 'x-compute-type': 'cpu' });
-    for await (const event of generation) {
-      if (writer) {
-        for (const frame of spec.frames!(event)) if (!(await writer.write(frame))) controller.abort();
-      }
-      if (event.type === 'end') end = event;
-    }
-    if (!writer && end) {
-      const { json, headers } = spec.body!(end);
+    const end = encoder.stream ? await stream(generation, encoder, writer, controller) : await collect(generation);
+    if (!encoder.stream && end) {
+      const { json, headers } = encoder.body(end);
       sendJson(res, 200, json, headers);
     }
     // A client gone before it had the last event is a drop, even when the engine had finished.
@@ -61,13 +62,36 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
     } else {
       ctx.metrics?.failure(errorType(error));
       if (!res.headersSent) sendError(res, errorResponse(error, spec.family));
-      else await writer?.write(inStreamErrorFrame(error, spec.family));
+      else await writer.write(inStreamErrorFrame(error, spec.family));
     }
   } finally {
     permit.release();
     res.off('close', onClose);
-    writer?.end();
+    writer.end();
   }
+}
+
+/** Streams every event's frames; a client gone mid-write aborts the generation. Returns the end event. */
+function stream(
+  generation: Generation,
+  encoder: Extract<ResponseEncoder, { stream: true }>,
+  writer: SseWriter,
+  controller: AbortController,
+): Promise<EndEvent | null> {
+  writer.open({ 'x-compute-type': 'cpu' });
+  return collect(generation, async (event) => {
+    for (const frame of encoder.frames(event)) if (!(await writer.write(frame))) controller.abort();
+  });
+}
+
+/** Reads the generation to its end, passing each event to `each`; returns the end event. */
+async function collect(generation: Generation, each?: (event: GenerationEvent) => Promise<void>): Promise<EndEvent | null> {
+  let end: EndEvent | null = null;
+  for await (const event of generation) {
+    await each?.(event);
+    if (event.type === 'end') end = event;
+  }
+  return end;
 }
 
 function errorType(error: unknown): string {

@@ -1,42 +1,37 @@
 import type { ServerResponse } from 'node:http';
-import { parseTgiGenerateBody, tgiGenerateResponse, tgiStreamEvent, type TgiGenerateBody } from '../protocol/tgi.js';
-import type { EndEvent, GenerateParameters } from '../types.js';
+import { validateParameters } from '../params.js';
+import { parseTgiGenerateBody, tgiGenerateResponse, tgiStreamEvent } from '../protocol/tgi.js';
+import type { EndEvent, Engine } from '../types.js';
 import type { HandlerContext } from './context.js';
-import { serveGeneration, type GenerationSpec } from './serve-generation.js';
+import { serveGeneration, type StartedGeneration } from './serve-generation.js';
+
+type TgiRoute = 'generate' | 'stream' | 'compat';
 
 /** `POST /generate`, `/generate_stream` and TGI's compatibility route `POST /`. */
-export function serveTgi(ctx: HandlerContext, res: ServerResponse, body: unknown, route: 'generate' | 'stream' | 'compat'): Promise<void> {
-  let request: TgiGenerateBody;
-  const spec: GenerationSpec = {
-    family: 'tgi',
-    start: (engine, options) => {
-      request = parseTgiGenerateBody(body);
-      // On `POST /` TGI returns the full text unless told otherwise (a text-generation pipeline).
-      if (route === 'compat' && request.parameters?.return_full_text == null) {
-        request.parameters = { ...request.parameters, return_full_text: true };
-      }
-      return engine.generate(request, options);
-    },
-  };
-  const streamed = route === 'stream' || (route === 'compat' && (body as { stream?: unknown })?.stream === true);
-  const text = () => ({ returnFullText: flag(request.parameters, 'return_full_text'), prompt: request.inputs });
-  if (streamed) {
-    spec.frames = (event) => [tgiStreamEvent(event, { ...text(), details: flag(request.parameters, 'details') })];
-  } else {
-    spec.body = (end) => {
-      const response = tgiGenerateResponse(end, {
-        ...text(),
-        details: flag(request.parameters, 'details'),
-        decoderInputDetails: flag(request.parameters, 'decoder_input_details'),
-      });
-      return { json: route === 'compat' ? [response] : response, headers: timingHeaders(end) };
-    };
-  }
-  return serveGeneration(ctx, res, spec);
+export function serveTgi(ctx: HandlerContext, res: ServerResponse, body: unknown, route: TgiRoute): Promise<void> {
+  return serveGeneration(ctx, res, { family: 'tgi', start: (engine, signal) => startTgi(engine, signal, body, route) });
 }
 
-function flag(parameters: GenerateParameters | undefined, name: 'details' | 'return_full_text' | 'decoder_input_details'): boolean {
-  return parameters?.[name] === true;
+function startTgi(engine: Engine, signal: AbortSignal, body: unknown, route: TgiRoute): StartedGeneration {
+  const request = parseTgiGenerateBody(body);
+  const stream = route === 'stream' || (route === 'compat' && request.stream === true);
+  // The engine validates the request again; the response's shape is read from this validation.
+  const validated = validateParameters(request.parameters, engine.info.limits, {
+    stream,
+    inputs: request.inputs,
+    // On `POST /` TGI returns the full text unless told otherwise (a text-generation pipeline).
+    ...(route === 'compat' ? { returnFullText: true } : {}),
+  });
+  const generation = engine.generate({ inputs: request.inputs, parameters: request.parameters }, { signal, stream });
+  const text = { returnFullText: validated.returnFullText, prompt: request.inputs };
+  if (stream) {
+    return { generation, encoder: { stream, frames: (event) => [tgiStreamEvent(event, { ...text, details: validated.details })] } };
+  }
+  const whole = (end: EndEvent) => {
+    const response = tgiGenerateResponse(end, { ...text, details: validated.details, decoderInputDetails: validated.decoderInputDetails });
+    return { json: route === 'compat' ? [response] : response, headers: timingHeaders(end) };
+  };
+  return { generation, encoder: { stream, body: whole } };
 }
 
 /** TGI's response headers on `/generate` (protocol.md §1.1). */

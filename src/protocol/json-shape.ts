@@ -52,10 +52,11 @@ export function readBoolean(body: JsonObject, name: string): boolean | undefined
   return value;
 }
 
-export function readString(body: JsonObject, name: string): string | undefined {
+/** `path` names the field in the error when it is nested (`messages[0].name`). */
+export function readString(body: JsonObject, name: string, path = name): string | undefined {
   const value = body[name];
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') throw new ValidationError(`\`${name}\` must be a string, got ${typeName(value)}`, name);
+  if (typeof value !== 'string') throw new ValidationError(`\`${path}\` must be a string, got ${typeName(value)}`, path);
   return value;
 }
 

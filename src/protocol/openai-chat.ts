@@ -10,7 +10,8 @@
 import { ValidationError } from '../errors.js';
 import type { ChatMessage, EndEvent, GenerateParameters, GenerationEvent } from '../types.js';
 import { isPlainObject, readBoolean, readNumber, readObject, readString, typeName, type JsonObject } from './json-shape.js';
-import { readSamplingParameters, readStreamFlags, type OpenAILimits } from './openai-params.js';
+import { checkTemplateKwargs } from '../text/chat-template.js';
+import { maxTopLogprobs, readSamplingParameters, readStreamFlags, type GenerationDefaults, type OpenAILimits } from './openai-params.js';
 import {
   openaiChatLogprobs,
   openaiFinishReason,
@@ -21,12 +22,15 @@ import {
   type OpenAIResponseIdentity,
   type OpenAIUsage,
 } from './openai-output.js';
+import { StopTrimmer, trimStop } from './openai-stop.js';
 import { DONE_FRAME, openaiJsonFrame } from './sse.js';
 
 export interface ParsedChatRequest {
   messages: ChatMessage[];
   /** For the chat template; absent when none were given or `tool_choice` is `none`. */
   tools?: unknown[];
+  /** vLLM's `chat_template_kwargs`: more variables for the chat template (`enable_thinking`, `documents`, ...). */
+  chatTemplateKwargs?: JsonObject;
   parameters: GenerateParameters;
   stream: boolean;
   includeUsage: boolean;
@@ -35,30 +39,29 @@ export interface ParsedChatRequest {
   topLogprobs: number;
 }
 
-/** OpenAI's own upper bound for `top_logprobs`. */
-const MAX_TOP_LOGPROBS = 20;
-
 /**
  * Decode a chat request body. `logprobs` turns on `details` (the non-streamed response needs every
- * token); `top_logprobs` becomes `top_n_tokens`.
+ * token); `top_logprobs` becomes `top_n_tokens`; `defaults` (the model's generation config) fill the
+ * sampling fields the body leaves unset.
  *
  * @example
  * parseChatRequest({ model: 'm', messages: [{ role: 'user', content: 'Hi' }], temperature: 0 });
  * // { messages: [...], parameters: { do_sample: false }, stream: false, includeUsage: false,
  * //   model: 'm', logprobs: false, topLogprobs: 0 }
  */
-export function parseChatRequest(body: unknown, limits: OpenAILimits = {}): ParsedChatRequest {
+export function parseChatRequest(body: unknown, limits: OpenAILimits = {}, defaults?: GenerationDefaults): ParsedChatRequest {
   if (!isPlainObject(body)) throw new ValidationError('the request body must be a JSON object');
   const messages = readMessages(body);
   const tools = readTools(body);
+  const chatTemplateKwargs = readObject(body, 'chat_template_kwargs');
+  if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, 'chat_template_kwargs');
   readResponseFormat(body);
-  const parameters = readSamplingParameters(body, limits);
+  const parameters = readSamplingParameters(body, limits, defaults);
   const { stream, includeUsage } = readStreamFlags(body);
   const model = readString(body, 'model');
 
   const logprobs = readBoolean(body, 'logprobs') ?? false;
-  const maxTop = Math.min(MAX_TOP_LOGPROBS, limits.maxTopNTokens ?? MAX_TOP_LOGPROBS);
-  const topLogprobs = readNumber(body, 'top_logprobs', { integer: true, min: 0, max: maxTop });
+  const topLogprobs = readNumber(body, 'top_logprobs', { integer: true, min: 0, max: maxTopLogprobs(limits) });
   if (topLogprobs !== undefined && !logprobs) {
     throw new ValidationError('`top_logprobs` requires `logprobs` to be true', 'top_logprobs');
   }
@@ -68,6 +71,7 @@ export function parseChatRequest(body: unknown, limits: OpenAILimits = {}): Pars
   return {
     messages,
     ...(tools ? { tools } : {}),
+    ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
     parameters,
     stream,
     includeUsage,
@@ -80,12 +84,15 @@ export function parseChatRequest(body: unknown, limits: OpenAILimits = {}): Pars
 export interface ChatEncoderOptions extends OpenAIResponseIdentity {
   includeUsage: boolean;
   logprobs: boolean;
+  /** The request's stop strings: a matched one is left out of the content, as OpenAI does. */
+  stop?: readonly string[];
 }
 
 /**
  * Turns engine events into `chat.completion.chunk` frames: a first chunk with the role, one per
  * token with text, a terminal `delta: {}` with `finish_reason`, the usage chunk if asked, `[DONE]`.
- * Special tokens (the eos) carry no text and no logprobs, so they produce no content chunk.
+ * Special tokens (the eos) carry no text and no logprobs, so they produce no content chunk. Text
+ * that may begin a stop string waits for the next token (see `StopTrimmer`).
  *
  * @example
  * const encoder = new ChatChunkEncoder({ id: 'chatcmpl-1', created: 0, model: 'm', includeUsage: false, logprobs: false });
@@ -93,11 +100,13 @@ export interface ChatEncoderOptions extends OpenAIResponseIdentity {
  */
 export class ChatChunkEncoder {
   readonly #opts: ChatEncoderOptions;
+  readonly #stop: StopTrimmer;
   #started = false;
   #ended = false;
 
   constructor(opts: ChatEncoderOptions) {
     this.#opts = opts;
+    this.#stop = new StopTrimmer(opts.stop ?? []);
   }
 
   push(event: GenerationEvent): string[] {
@@ -109,9 +118,11 @@ export class ChatChunkEncoder {
       frames.push(this.#chunk({ role: 'assistant', content: '' }, logprobs ? { content: [], refusal: null } : null, null));
     }
     const { token } = event;
-    if (!token.special && (token.text !== '' || logprobs)) {
-      const lp = logprobs ? { content: [openaiLogprob(token, event.topTokens)], refusal: null as null } : null;
-      frames.push(this.#chunk({ content: token.text }, lp, null));
+    const piece = token.special ? '' : token.text;
+    const content = event.type === 'end' ? this.#stop.finish(piece, event.finishReason) : this.#stop.push(piece);
+    if (content !== '' || (logprobs && !token.special)) {
+      const lp = logprobs ? { content: token.special ? [] : [openaiLogprob(token, event.topTokens)], refusal: null as null } : null;
+      frames.push(this.#chunk({ content }, lp, null));
     }
     if (event.type === 'end') {
       this.#ended = true;
@@ -155,7 +166,10 @@ export interface ChatCompletion extends OpenAIResponseIdentity {
  * @example
  * chatCompletionResponse(end, { id: 'chatcmpl-1', created: 1700000000, model: 'm', logprobs: false });
  */
-export function chatCompletionResponse(end: EndEvent, opts: OpenAIResponseIdentity & { logprobs: boolean }): ChatCompletion {
+export function chatCompletionResponse(
+  end: EndEvent,
+  opts: OpenAIResponseIdentity & { logprobs: boolean; stop?: readonly string[] },
+): ChatCompletion {
   const { id, created, model } = opts;
   return {
     id,
@@ -165,7 +179,7 @@ export function chatCompletionResponse(end: EndEvent, opts: OpenAIResponseIdenti
     choices: [
       {
         index: 0,
-        message: { role: 'assistant', content: end.generatedText, refusal: null },
+        message: { role: 'assistant', content: trimStop(end.generatedText, opts.stop ?? [], end.finishReason), refusal: null },
         logprobs: opts.logprobs ? openaiChatLogprobs(end) : null,
         finish_reason: openaiFinishReason(end.finishReason),
       },
@@ -187,6 +201,12 @@ function readMessages(body: JsonObject): ChatMessage[] {
       throw new ValidationError(`\`${at}.role\` must be a non-empty string`, `${at}.role`);
     }
     readContent(message.content, `${at}.content`);
+    // Templates print these as they are: a wrong type would reach the prompt unseen.
+    readString(message, 'name', `${at}.name`);
+    readString(message, 'tool_call_id', `${at}.tool_call_id`);
+    if (message.tool_calls != null && !Array.isArray(message.tool_calls)) {
+      throw new ValidationError(`\`${at}.tool_calls\` must be an array, got ${typeName(message.tool_calls)}`, `${at}.tool_calls`);
+    }
   });
   return messages as ChatMessage[];
 }

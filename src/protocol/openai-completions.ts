@@ -5,20 +5,25 @@
  *
  * One prompt per request: an array of one string is accepted, a longer one is a 422 (TGI's
  * "batch size exceeded" case), token-id prompts too. `suffix` is a 422 as in TGI. `echo`, or
- * TGI's `return_full_text`, puts the prompt before the completion. `logprobs` (OpenAI's legacy
- * layout) is not implemented and refused with a 422.
+ * TGI's `return_full_text`, puts the prompt before the completion. `logprobs` is OpenAI's legacy
+ * integer (that many alternatives per token, in the legacy layout); `top_logprobs`, the chat
+ * route's field, is refused rather than ignored. A matched stop string is left out of the text.
  */
 import { ValidationError } from '../errors.js';
 import type { EndEvent, GenerateParameters, GenerationEvent } from '../types.js';
 import { isPlainObject, readBoolean, readNumber, readString, typeName, type JsonObject } from './json-shape.js';
-import { readSamplingParameters, readStreamFlags, type OpenAILimits } from './openai-params.js';
+import { maxTopLogprobs, readSamplingParameters, readStreamFlags, type GenerationDefaults, type OpenAILimits } from './openai-params.js';
 import {
+  codePoints,
+  openaiCompletionLogprobs,
   openaiFinishReason,
   openaiUsage,
+  type OpenAICompletionLogprobs,
   type OpenAIFinishReason,
   type OpenAIResponseIdentity,
   type OpenAIUsage,
 } from './openai-output.js';
+import { StopTrimmer, trimStop } from './openai-stop.js';
 import { DONE_FRAME, openaiJsonFrame } from './sse.js';
 
 export interface ParsedCompletionRequest {
@@ -29,6 +34,8 @@ export interface ParsedCompletionRequest {
   model?: string;
   /** Put the prompt before the completion (the encoders do it; the engine never sees the flag). */
   echo: boolean;
+  /** Legacy `logprobs`: alternatives per token, or null when logprobs are off. */
+  logprobs: number | null;
 }
 
 /**
@@ -37,24 +44,35 @@ export interface ParsedCompletionRequest {
  * @example
  * parseCompletionRequest({ model: 'm', prompt: 'Once', max_tokens: 8, stream: true });
  * // { prompt: 'Once', parameters: { do_sample: true, max_new_tokens: 8 }, stream: true,
- * //   includeUsage: false, model: 'm', echo: false }
+ * //   includeUsage: false, model: 'm', echo: false, logprobs: null }
  */
-export function parseCompletionRequest(body: unknown, limits: OpenAILimits = {}): ParsedCompletionRequest {
+export function parseCompletionRequest(
+  body: unknown,
+  limits: OpenAILimits = {},
+  defaults?: GenerationDefaults,
+): ParsedCompletionRequest {
   if (!isPlainObject(body)) throw new ValidationError('the request body must be a JSON object');
   const prompt = readPrompt(body);
   if (body.suffix !== undefined && body.suffix !== null) {
     throw new ValidationError('Suffix is not supported and can be achieved by preprocessing the prompt.', 'suffix');
   }
-  if (body.logprobs !== undefined && body.logprobs !== null) {
-    throw new ValidationError('`logprobs` is not supported on /v1/completions; use /v1/chat/completions', 'logprobs');
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
+    throw new ValidationError('`top_logprobs` belongs to /v1/chat/completions; on /v1/completions `logprobs` is the number of alternatives', 'top_logprobs');
   }
-  const parameters = readSamplingParameters(body, limits);
+  const parameters = readSamplingParameters(body, limits, defaults);
   const bestOf = readNumber(body, 'best_of', { integer: true });
   if (bestOf !== undefined) parameters.best_of = bestOf;
   const { stream, includeUsage } = readStreamFlags(body);
   const model = readString(body, 'model');
   const echo = (readBoolean(body, 'echo') ?? false) || (readBoolean(body, 'return_full_text') ?? false);
-  return { prompt, parameters, stream, includeUsage, ...(model !== undefined ? { model } : {}), echo };
+  const logprobs = readNumber(body, 'logprobs', { integer: true, min: 0, max: maxTopLogprobs(limits) }) ?? null;
+  if (logprobs !== null) {
+    // Prompt logprobs would need the prefill's, which a stream cannot have (TGI refuses decoder_input_details there).
+    if (echo) throw new ValidationError('`logprobs` together with `echo` is not supported', 'logprobs');
+    parameters.details = true;
+    if (logprobs > 0) parameters.top_n_tokens = logprobs;
+  }
+  return { prompt, parameters, stream, includeUsage, ...(model !== undefined ? { model } : {}), echo, logprobs };
 }
 
 export interface CompletionEncoderOptions extends OpenAIResponseIdentity {
@@ -62,11 +80,16 @@ export interface CompletionEncoderOptions extends OpenAIResponseIdentity {
   echo: boolean;
   /** Required when `echo`. */
   prompt?: string;
+  /** The request's stop strings: a matched one is left out of the text, as OpenAI does. */
+  stop?: readonly string[];
+  /** Send each token's legacy logprobs (its alternatives come with the events). */
+  logprobs?: boolean;
 }
 
 /**
  * Turns engine events into `text_completion` chunks: the echoed prompt (if asked), one per token
- * with text, the last token's text with `finish_reason`, the usage chunk if asked, `[DONE]`.
+ * with text (or with logprobs, when asked), the last token's text with `finish_reason`, the usage
+ * chunk if asked, `[DONE]`. Text that may begin a stop string waits for the next token.
  *
  * @example
  * const encoder = new CompletionChunkEncoder({ id: 'cmpl-1', created: 0, model: 'm', includeUsage: false, echo: false });
@@ -74,12 +97,16 @@ export interface CompletionEncoderOptions extends OpenAIResponseIdentity {
  */
 export class CompletionChunkEncoder {
   readonly #opts: CompletionEncoderOptions;
+  readonly #stop: StopTrimmer;
+  /** Where the next token's text starts, for `text_offset`. */
+  #offset = 0;
   #started = false;
   #ended = false;
 
   constructor(opts: CompletionEncoderOptions) {
     if (opts.echo && opts.prompt === undefined) throw new TypeError('echo needs the prompt');
     this.#opts = opts;
+    this.#stop = new StopTrimmer(opts.stop ?? []);
   }
 
   push(event: GenerationEvent): string[] {
@@ -87,15 +114,19 @@ export class CompletionChunkEncoder {
     const frames: string[] = [];
     if (!this.#started) {
       this.#started = true;
-      if (this.#opts.echo && this.#opts.prompt !== '') frames.push(this.#chunk(this.#opts.prompt ?? '', null));
+      if (this.#opts.echo && this.#opts.prompt !== '') frames.push(this.#chunk(this.#opts.prompt ?? '', null, null));
     }
-    const text = event.token.special ? '' : event.token.text;
+    const { token } = event;
+    const piece = token.special ? '' : token.text;
+    const logprobs = this.#opts.logprobs && !token.special ? openaiCompletionLogprobs([token], [event.topTokens], this.#offset) : null;
+    this.#offset += codePoints(piece);
     if (event.type === 'token') {
-      if (text !== '') frames.push(this.#chunk(text, null));
+      const text = this.#stop.push(piece);
+      if (text !== '' || logprobs) frames.push(this.#chunk(text, logprobs, null));
       return frames;
     }
     this.#ended = true;
-    frames.push(this.#chunk(text, openaiFinishReason(event.finishReason)));
+    frames.push(this.#chunk(this.#stop.finish(piece, event.finishReason), logprobs, openaiFinishReason(event.finishReason)));
     if (this.#opts.includeUsage) frames.push(openaiJsonFrame({ ...this.#head(), choices: [], usage: openaiUsage(event) }));
     frames.push(DONE_FRAME);
     return frames;
@@ -106,10 +137,10 @@ export class CompletionChunkEncoder {
     return { id, object: 'text_completion', created, model };
   }
 
-  #chunk(text: string, finishReason: OpenAIFinishReason | null): string {
+  #chunk(text: string, logprobs: OpenAICompletionLogprobs | null, finishReason: OpenAIFinishReason | null): string {
     return openaiJsonFrame({
       ...this.#head(),
-      choices: [{ text, index: 0, logprobs: null, finish_reason: finishReason }],
+      choices: [{ text, index: 0, logprobs, finish_reason: finishReason }],
       ...(this.#opts.includeUsage ? { usage: null } : {}),
     });
   }
@@ -117,7 +148,7 @@ export class CompletionChunkEncoder {
 
 export interface Completion extends OpenAIResponseIdentity {
   object: 'text_completion';
-  choices: Array<{ text: string; index: 0; logprobs: null; finish_reason: OpenAIFinishReason }>;
+  choices: Array<{ text: string; index: 0; logprobs: OpenAICompletionLogprobs | null; finish_reason: OpenAIFinishReason }>;
   usage: OpenAIUsage;
 }
 
@@ -128,16 +159,20 @@ export interface Completion extends OpenAIResponseIdentity {
  * completionResponse(end, { id: 'cmpl-1', created: 1700000000, model: 'm', echo: false });
  * // { id: 'cmpl-1', object: 'text_completion', ..., choices: [{ text: '...', index: 0, logprobs: null, finish_reason: 'stop' }], usage: {...} }
  */
-export function completionResponse(end: EndEvent, opts: OpenAIResponseIdentity & { echo: boolean; prompt?: string }): Completion {
+export function completionResponse(
+  end: EndEvent,
+  opts: OpenAIResponseIdentity & { echo: boolean; prompt?: string; stop?: readonly string[]; logprobs?: boolean },
+): Completion {
   if (opts.echo && opts.prompt === undefined) throw new TypeError('echo needs the prompt');
   const { id, created, model } = opts;
-  const text = (opts.echo ? opts.prompt : '') + end.generatedText;
+  const text = (opts.echo ? opts.prompt : '') + trimStop(end.generatedText, opts.stop ?? [], end.finishReason);
+  const logprobs = opts.logprobs ? openaiCompletionLogprobs(end.tokens, end.topTokensPerStep, 0) : null;
   return {
     id,
     object: 'text_completion',
     created,
     model,
-    choices: [{ text, index: 0, logprobs: null, finish_reason: openaiFinishReason(end.finishReason) }],
+    choices: [{ text, index: 0, logprobs, finish_reason: openaiFinishReason(end.finishReason) }],
     usage: openaiUsage(end),
   };
 }

@@ -85,6 +85,52 @@ export function openaiChatLogprobs(end: EndEvent): OpenAIChatLogprobs {
   return { content, refusal: null };
 }
 
+/** `choices[].logprobs` of a legacy completion, in OpenAI's and vLLM's layout. */
+export interface OpenAICompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  /** Per token: the most likely alternatives and the chosen token, text → logprob. */
+  top_logprobs: Array<Record<string, number>>;
+  /** Per token: where its text starts in the choice's text, in characters (code points, as Python counts). */
+  text_offset: number[];
+}
+
+/**
+ * Legacy completion logprobs of some generated tokens whose text starts at `offset`. Special
+ * tokens (the eos) are not part of the text, so they are left out, as on the chat route.
+ *
+ * @example
+ * openaiCompletionLogprobs([{ id: 1, text: 'Hi', logprob: -0.5, special: false }], [[]], 0);
+ * // { tokens: ['Hi'], token_logprobs: [-0.5], top_logprobs: [{ Hi: -0.5 }], text_offset: [0] }
+ */
+export function openaiCompletionLogprobs(
+  tokens: readonly Token[],
+  topTokens: readonly (readonly Token[] | undefined)[],
+  offset: number,
+): OpenAICompletionLogprobs {
+  const out: OpenAICompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let at = offset;
+  tokens.forEach((token, i) => {
+    if (token.special) return;
+    out.tokens.push(token.text);
+    out.token_logprobs.push(token.logprob);
+    // The chosen token is always there, as OpenAI documents ("up to logprobs+1 elements"); the first text of a duplicate wins.
+    const top = Object.create(null) as Record<string, number>;
+    for (const t of [...(topTokens[i] ?? []), token]) if (!Object.hasOwn(top, t.text)) top[t.text] = t.logprob;
+    out.top_logprobs.push(top);
+    out.text_offset.push(at);
+    at += codePoints(token.text);
+  });
+  return out;
+}
+
+/** The length of `text` in code points. */
+export function codePoints(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
 function openaiTopLogprob(token: Token): OpenAITopLogprob {
   return { token: token.text, logprob: token.logprob, bytes: Array.from(utf8.encode(token.text)) };
 }

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { TemplateError } from '../errors.js';
+import { TemplateError, ValidationError } from '../errors.js';
 import type { ChatMessage } from '../types.js';
 import { tokenContent } from './tokenizer.js';
 
@@ -14,8 +14,31 @@ export interface ChatTemplateInput {
   /** Default true: end the prompt with the opening of an assistant turn. */
   addGenerationPrompt?: boolean;
   tools?: unknown[];
-  /** More template variables (e.g. `documents`, `enable_thinking`). */
-  extra?: Record<string, unknown>;
+  /** More template variables (vLLM's `chat_template_kwargs`: `enable_thinking`, `documents`, ...). */
+  kwargs?: Record<string, unknown>;
+}
+
+/** The variables the renderer sets itself, and @huggingface/jinja's globals: no kwarg may replace them. */
+const RESERVED_VARIABLES: ReadonlySet<string> = new Set([
+  'messages', 'tools', 'add_generation_prompt', 'bos_token', 'eos_token',
+  'raise_exception', 'range', 'strftime_now', 'true', 'false', 'none', 'True', 'False', 'None',
+]);
+
+/**
+ * Refuses template arguments that would replace a variable the renderer sets (the messages, the
+ * tools, the special tokens) or a template global: a request must not rewrite its own prompt there.
+ *
+ * @throws ValidationError naming `${path}.${key}`.
+ * @example
+ * checkTemplateKwargs({ enable_thinking: false }, 'chat_template_kwargs'); // fine
+ * checkTemplateKwargs({ messages: [] }, 'chat_template_kwargs'); // throws: set by the server
+ */
+export function checkTemplateKwargs(kwargs: Record<string, unknown>, path: string): void {
+  for (const key of Object.keys(kwargs)) {
+    if (RESERVED_VARIABLES.has(key)) {
+      throw new ValidationError(`\`${path}.${key}\` is not allowed: the chat template's \`${key}\` is set by the server`, `${path}.${key}`);
+    }
+  }
 }
 
 /**
@@ -64,10 +87,12 @@ export class ChatTemplate {
     return ChatTemplate.fromConfig(config);
   }
 
+  /** @throws ValidationError for a reserved kwarg (see `checkTemplateKwargs`), TemplateError when the template fails. */
   render(input: ChatTemplateInput): string {
+    if (input.kwargs) checkTemplateKwargs(input.kwargs, 'chat_template_kwargs');
     const template = this.#template(this.#pick(input.tools));
     const variables: Record<string, unknown> = {
-      ...input.extra,
+      ...input.kwargs,
       messages: input.messages.map(flattenContent),
       add_generation_prompt: input.addGenerationPrompt ?? true,
     };

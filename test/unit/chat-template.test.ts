@@ -90,9 +90,9 @@ describe('ChatTemplate with a Llama 2 template', () => {
     });
   });
 
-  it('passes extra variables through', () => {
+  it('passes chat_template_kwargs through as variables', () => {
     const template = ChatTemplate.fromConfig({ chat_template: '{{ greeting }}, {{ messages[0].content }}' })!;
-    expect(template.render({ messages: [{ role: 'user', content: 'x' }], extra: { greeting: 'hi' } })).toBe('hi, x');
+    expect(template.render({ messages: [{ role: 'user', content: 'x' }], kwargs: { greeting: 'hi' } })).toBe('hi, x');
   });
 });
 

@@ -91,6 +91,36 @@ describe('presence_penalty', () => {
   });
 });
 
+describe('stop strings (OpenAI leaves them out)', () => {
+  const stopped = (events: GenerationEvent[]) =>
+    events.map((e) => (e.type === 'end' ? { ...e, finishReason: 'stop_sequence' as const } : e));
+
+  it('streams the content without the stop string and never sends a part of it', () => {
+    const encoder = new ChatChunkEncoder({ ...identity, includeUsage: false, logprobs: false, stop: ['!'] });
+    const deltas = stopped(eosSequence())
+      .flatMap((e) => encoder.push(e))
+      .filter((f) => f !== 'data: [DONE]\n\n')
+      .map((f) => JSON.parse(f.slice('data: '.length)).choices[0].delta.content);
+    expect(deltas.join('')).toBe(' Hi');
+  });
+
+  it('releases held-back text when the generation ends for another reason', () => {
+    const encoder = new ChatChunkEncoder({ ...identity, includeUsage: false, logprobs: false, stop: ['! no'] });
+    const content = eosSequence()
+      .flatMap((e) => encoder.push(e))
+      .filter((f) => f !== 'data: [DONE]\n\n')
+      .map((f) => JSON.parse(f.slice('data: '.length)).choices[0].delta.content ?? '')
+      .join('');
+    expect(content).toBe(' Hi!');
+  });
+
+  it('cuts the whole content before the stop string; TGI-style eos and length keep everything', () => {
+    const end = endOf(stopped(eosSequence()));
+    expect(chatCompletionResponse(end, { ...identity, logprobs: false, stop: ['!'] }).choices[0].message.content).toBe(' Hi');
+    expect(chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false, stop: ['!'] }).choices[0].message.content).toBe(' Hi!');
+  });
+});
+
 describe('chatCompletionResponse', () => {
   it('is an OpenAI chat.completion with usage', () => {
     const body = chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false });
@@ -244,6 +274,17 @@ describe('parseChatRequest', () => {
     [{ messages: user, tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', /"auto" or "none"/],
     [{ messages: user, response_format: { type: 'json_object' } }, 'response_format', /"json_object" is not supported/],
     [{ messages: user, model: 3 }, 'model', /string/],
+    [{ messages: [{ role: 'user', content: 'Hi', name: 3 }] }, 'messages[0].name', /must be a string, got a number/],
+    [{ messages: [{ role: 'tool', content: 'ok', tool_call_id: {} }] }, 'messages[0].tool_call_id', /must be a string/],
+    [{ messages: [{ role: 'assistant', content: null, tool_calls: 'f()' }] }, 'messages[0].tool_calls', /must be an array/],
+    [{ messages: user, top_k: 'x', temperature: 0 }, 'top_k', /must be an integer, got a string/],
+    [{ messages: user, typical_p: [], do_sample: false }, 'typical_p', /must be a number/],
+    [{ messages: user, chat_template_kwargs: 'think' }, 'chat_template_kwargs', /must be an object, got a string/],
+    [{ messages: user, chat_template_kwargs: [] }, 'chat_template_kwargs', /must be an object, got an array/],
+    [{ messages: user, chat_template_kwargs: { messages: [] } }, 'chat_template_kwargs.messages', /set by the server/],
+    [{ messages: user, chat_template_kwargs: { add_generation_prompt: false } }, 'chat_template_kwargs.add_generation_prompt', /set by the server/],
+    [{ messages: user, chat_template_kwargs: { bos_token: '' } }, 'chat_template_kwargs.bos_token', /set by the server/],
+    [{ messages: user, chat_template_kwargs: { raise_exception: 1 } }, 'chat_template_kwargs.raise_exception', /set by the server/],
   ])('rejects %j with param %s', (body, param, message) => {
     const err = reject(body);
     expect(err.param).toBe(param);
@@ -255,6 +296,35 @@ describe('parseChatRequest', () => {
     const stop = reject({ messages: user, stop: ['a', 'b', 'c'] }, { maxStopSequences: 2 });
     expect([stop.param, stop.message]).toEqual(['stop', 'Input validation error: `stop` supports up to 2 stop sequences. Given: 3']);
     expect(reject({ messages: user, logprobs: true, top_logprobs: 6 }, { maxTopNTokens: 5 }).param).toBe('top_logprobs');
+  });
+
+  it('passes chat_template_kwargs on for the template', () => {
+    const kwargs = { enable_thinking: false, documents: [{ title: 't', text: 'x' }] };
+    expect(parseChatRequest({ messages: user, chat_template_kwargs: kwargs }).chatTemplateKwargs).toEqual(kwargs);
+  });
+
+  it("fills unset sampling fields from the model's generation config (vLLM's --generation-config auto)", () => {
+    const qwen = { temperature: 0.7, topP: 0.8, topK: 20, repetitionPenalty: 1.05, doSample: true };
+    expect(parseChatRequest({ messages: user }, {}, qwen).parameters).toEqual({
+      do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20, repetition_penalty: 1.05,
+    });
+    // What the request sets wins; greedy keeps the penalty, which can change an argmax.
+    expect(parseChatRequest({ messages: user, temperature: 0.2, top_k: 5 }, {}, qwen).parameters).toEqual({
+      do_sample: true, temperature: 0.2, top_p: 0.8, top_k: 5, repetition_penalty: 1.05,
+    });
+    expect(parseChatRequest({ messages: user, temperature: 0 }, {}, qwen).parameters).toEqual({ do_sample: false, repetition_penalty: 1.05 });
+  });
+
+  it('keeps greedy decoding when the generation config says do_sample: false, unless the request asks to sample', () => {
+    const greedy = { temperature: 0.6, doSample: false };
+    expect(parseChatRequest({ messages: user }, {}, greedy).parameters).toEqual({ do_sample: false });
+    expect(parseChatRequest({ messages: user, temperature: 0.9 }, {}, greedy).parameters).toEqual({ do_sample: true, temperature: 0.9 });
+    expect(parseChatRequest({ messages: user, top_p: 0.5 }, {}, greedy).parameters).toEqual({ do_sample: true, temperature: 0.6, top_p: 0.5 });
+  });
+
+  it('ignores generation config values out of range instead of failing every request', () => {
+    const broken = { temperature: -1, topP: 7, topK: 2.5, repetitionPenalty: 0 };
+    expect(parseChatRequest({ messages: user }, {}, broken).parameters).toEqual({ do_sample: true });
   });
 
   it('rejects a body that is not an object', () => {

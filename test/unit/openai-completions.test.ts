@@ -73,6 +73,62 @@ describe('CompletionChunkEncoder', () => {
   });
 });
 
+describe('legacy logprobs', () => {
+  const top = { ' Hello': -0.25, ' Hi': -2 };
+  it('streams one token per chunk with its alternatives and its offset in the text', () => {
+    const encoder = new CompletionChunkEncoder({ ...identity, includeUsage: false, echo: false, logprobs: true });
+    const chunks = lengthSequence({ topTokens: true })
+      .flatMap((e) => encoder.push(e))
+      .filter((f) => f !== 'data: [DONE]\n\n')
+      .map((f) => JSON.parse(f.slice('data: '.length)).choices[0].logprobs);
+    expect(chunks).toEqual([
+      { tokens: [' Hello'], token_logprobs: [-0.25], top_logprobs: [top], text_offset: [0] },
+      { tokens: [' caf'], token_logprobs: [-1.5], top_logprobs: [{ ' caf': -1.5, ' tea': -3 }], text_offset: [6] },
+      { tokens: ['é'], token_logprobs: [-0.125], top_logprobs: [{ é: -0.125, '</s>': -4 }], text_offset: [10] },
+    ]);
+  });
+
+  it('lists every generated token in the whole response, the chosen one among the alternatives even when not in the top', () => {
+    const end = endOf(lengthSequence({ topTokens: true, details: true }));
+    const body = completionResponse({ ...end, topTokensPerStep: [[end.tokens[1]], [], []] }, { ...identity, echo: false, logprobs: true });
+    expect(body.choices[0].logprobs).toEqual({
+      tokens: [' Hello', ' caf', 'é'],
+      token_logprobs: [-0.25, -1.5, -0.125],
+      top_logprobs: [{ ' caf': -1.5, ' Hello': -0.25 }, { ' caf': -1.5 }, { é: -0.125 }],
+      text_offset: [0, 6, 10],
+    });
+  });
+
+  it('leaves the eos out, and is read by the openai SDK', async () => {
+    const stream = new CompletionChunkEncoder({ ...identity, includeUsage: false, echo: false, logprobs: true });
+    const body = eosSequence().flatMap((e) => stream.push(e)).join('');
+    const client = new OpenAI({ apiKey: 'test', baseURL: 'http://127.0.0.1:1/v1', maxRetries: 0, fetch: answering(body) });
+    const tokens: string[] = [];
+    for await (const chunk of await client.completions.create({ model: 'tiny', prompt: 'Q:', stream: true, logprobs: 0 })) {
+      tokens.push(...(chunk.choices[0].logprobs?.tokens ?? []));
+    }
+    expect(tokens).toEqual([' Hi', '!']);
+  });
+});
+
+describe('stop strings (OpenAI leaves them out)', () => {
+  it('holds back a possible stop string in the stream and cuts it at the end', () => {
+    const encoder = new CompletionChunkEncoder({ ...identity, includeUsage: false, echo: false, stop: ['!'] });
+    const texts = eosSequence()
+      .map((e, i, all) => (i === all.length - 1 ? { ...e, finishReason: 'stop_sequence' as const } : e))
+      .flatMap((e) => encoder.push(e))
+      .filter((f) => f !== 'data: [DONE]\n\n')
+      .map((f) => JSON.parse(f.slice('data: '.length)).choices[0].text);
+    expect(texts.join('')).toBe(' Hi');
+  });
+
+  it('cuts the whole text before the stop string, after the echoed prompt', () => {
+    const end = { ...endOf(eosSequence()), finishReason: 'stop_sequence' as const };
+    expect(completionResponse(end, { ...identity, echo: true, prompt: 'Q:', stop: ['!'] }).choices[0].text).toBe('Q: Hi');
+    expect(completionResponse({ ...end, finishReason: 'eos_token' }, { ...identity, echo: false, stop: ['!'] }).choices[0].text).toBe(' Hi!');
+  });
+});
+
 describe('completionResponse', () => {
   it('is an OpenAI text_completion, the prompt prepended when echoing', () => {
     const body = completionResponse(endOf(eosSequence()), { ...identity, echo: true, prompt: 'Q:' });
@@ -111,7 +167,19 @@ describe('parseCompletionRequest', () => {
       includeUsage: true,
       model: 'tiny',
       echo: false,
+      logprobs: null,
     });
+  });
+
+  it('reads the legacy logprobs integer: details on, that many alternatives per token', () => {
+    expect(parseCompletionRequest({ prompt: 'x', logprobs: 2 }, { maxTopNTokens: 5 })).toMatchObject({
+      logprobs: 2,
+      parameters: { details: true, top_n_tokens: 2 },
+    });
+    const none = parseCompletionRequest({ prompt: 'x', logprobs: 0 });
+    expect(none.logprobs).toBe(0);
+    expect(none.parameters).toMatchObject({ details: true });
+    expect(none.parameters.top_n_tokens).toBeUndefined();
   });
 
   it('accepts an array of one prompt, and echo or TGI return_full_text', () => {
@@ -135,7 +203,12 @@ describe('parseCompletionRequest', () => {
     [{ prompt: [] }, 'prompt', /array of one string/],
     [{ prompt: 5 }, 'prompt', /got a number/],
     [{ prompt: 'x', suffix: '!' }, 'suffix', /Suffix is not supported and can be achieved by preprocessing the prompt\./],
-    [{ prompt: 'x', logprobs: 2 }, 'logprobs', /not supported on \/v1\/completions/],
+    [{ prompt: 'x', top_logprobs: 2 }, 'top_logprobs', /belongs to \/v1\/chat\/completions/],
+    [{ prompt: 'x', top_logprobs: 'many' }, 'top_logprobs', /belongs to \/v1\/chat\/completions/],
+    [{ prompt: 'x', logprobs: true }, 'logprobs', /must be an integer, got a boolean/],
+    [{ prompt: 'x', logprobs: 1.5 }, 'logprobs', /must be an integer/],
+    [{ prompt: 'x', logprobs: 21 }, 'logprobs', /<= 20/],
+    [{ prompt: 'x', logprobs: 1, echo: true }, 'logprobs', /together with `echo`/],
     [{ prompt: 'x', n: 3 }, 'n', /`n` must be 1/],
     [{ prompt: 'x', echo: 'yes' }, 'echo', /boolean/],
     [{ prompt: 'x', best_of: 1.5 }, 'best_of', /integer/],
