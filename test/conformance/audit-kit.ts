@@ -11,6 +11,8 @@ export interface ServerAuditOptions {
   bodyLimit: number;
   /** The `maxConcurrentRequests` the server was started with. */
   maxConcurrentRequests: number;
+  /** The engine reports its forward passes (`tgi_batch_*`); a remote engine's happen upstream. Default true. */
+  forwardPasses?: boolean;
 }
 
 /** Greedy, short requests: every route answers the same tokens for them. */
