@@ -186,12 +186,12 @@ describe('model variants', () => {
 
   it('serves models without position_ids and with external weights like the default', async () => {
     const reference = await greedy(model);
-    expect((await greedy(await ensureFixtureModel('tiny', { positionIds: false }))).ids).toEqual(reference.ids);
+    expect((await greedy(await ensureFixtureModel('tiny', { positions: 'mask' }))).ids).toEqual(reference.ids);
     expect((await greedy(await ensureFixtureModel('tiny', { externalData: true }))).ids).toEqual(reference.ids);
   });
 
   it('reads a float16 KV cache from the graph and picks model_fp16.onnx for dtype fp16', async () => {
-    const fp16 = await greedy(await ensureFixtureModel('tiny', { kvDtype: 'float16' }), 'fp16');
+    const fp16 = await greedy(await ensureFixtureModel('tiny', { weights: 'fp16' }), 'fp16');
     expect(fp16.kvDtype).toBe('float16');
     expect(fp16.ids).toHaveLength(6);
   });

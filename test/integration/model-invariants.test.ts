@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURE_SIZES, ensureFixtureModel } from '../../src/fixture/index.js';
+import { FIXTURE_SIZES, WEIGHT_FILES, ensureFixtureModel } from '../../src/fixture/index.js';
 
 const { layers, kvHeads, headDim, vocab } = FIXTURE_SIZES.tiny;
 const TOLERANCE = 1e-4;
@@ -29,8 +29,8 @@ class Model {
 
   static async open(dir: string): Promise<Model> {
     const stamp = JSON.parse(await readFile(join(dir, 'fixture.json'), 'utf8'));
-    const file = stamp.kvDtype === 'float16' ? 'model_fp16.onnx' : 'model.onnx';
-    return new Model(await ort.InferenceSession.create(join(dir, 'onnx', file)), stamp.kvDtype);
+    const file = WEIGHT_FILES[stamp.weights as keyof typeof WEIGHT_FILES];
+    return new Model(await ort.InferenceSession.create(join(dir, 'onnx', file)), stamp.weights === 'fp16' ? 'float16' : 'float32');
   }
 
   /** Runs rows of equal length `ids` over `past` (null: empty) with a 0/1 `mask` per row over past + new. */
@@ -171,8 +171,9 @@ describe('tiny fixture model', () => {
 });
 
 describe.each([
-  { variant: { kvDtype: 'float16' as const }, tolerance: 5e-2 },
-  { variant: { positionIds: false }, tolerance: TOLERANCE },
+  { variant: { weights: 'fp16' as const }, tolerance: 5e-2 },
+  { variant: { positions: 'mask' as const }, tolerance: TOLERANCE },
+  { variant: { positions: 'column' as const }, tolerance: TOLERANCE },
   { variant: { externalData: true }, tolerance: TOLERANCE },
 ])('tiny fixture variant $variant', ({ variant, tolerance }) => {
   it('computes what the default model computes, padded batch and cache included', async () => {

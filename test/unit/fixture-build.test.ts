@@ -61,7 +61,7 @@ describe('buildFixtureModel', () => {
   });
 
   it('names the float16 model model_fp16.onnx and puts external data beside the graph', async () => {
-    const fp16 = await buildFixtureModel({ out: join(root, 'fp16'), kvDtype: 'float16' });
+    const fp16 = await buildFixtureModel({ out: join(root, 'fp16'), weights: 'fp16' });
     expect(await readdir(join(fp16, 'onnx'))).toEqual(['model_fp16.onnx']);
     const external = await buildFixtureModel({ out: join(root, 'external'), externalData: true });
     expect((await readdir(join(external, 'onnx'))).sort()).toEqual(['model.onnx', 'model.onnx_data']);
@@ -75,15 +75,19 @@ describe('buildFixtureModel', () => {
 describe('ensureFixtureModel', () => {
   it('builds once for concurrent callers, one directory per variant, no temporary leftovers', async () => {
     const dir = join(root, 'cache');
-    const [first, second, fp16] = await Promise.all([
+    const [first, second, fp16, gqa, gqaAgain] = await Promise.all([
       ensureFixtureModel('tiny', { dir }),
       ensureFixtureModel('tiny', { dir }),
-      ensureFixtureModel('tiny', { dir, kvDtype: 'float16', seed: 3 }),
+      ensureFixtureModel('tiny', { dir, weights: 'fp16', seed: 3 }),
+      ensureFixtureModel('tiny', { dir, attention: 'gqa', weights: 'q4' }),
+      ensureFixtureModel('tiny', { dir, attention: 'gqa', weights: 'q4' }),
     ]);
     expect(first).toBe(join(dir, 'tiny'));
     expect(second).toBe(first);
     expect(fp16).toBe(join(dir, 'tiny-seed3-fp16'));
-    expect((await readdir(dir)).sort()).toEqual(['tiny', 'tiny-seed3-fp16']);
+    expect([gqa, gqaAgain]).toEqual([join(dir, 'tiny-gqa-q4'), join(dir, 'tiny-gqa-q4')]);
+    expect(await readdir(join(gqa, 'onnx'))).toEqual(['model_q4.onnx']);
+    expect((await readdir(dir)).sort()).toEqual(['tiny', 'tiny-gqa-q4', 'tiny-seed3-fp16']);
     for (const file of FILES) await stat(join(first, file));
   });
 
@@ -93,7 +97,7 @@ describe('ensureFixtureModel', () => {
     await writeFile(stamp, '{"format":0}\n');
     await ensureFixtureModel('tiny', { dir });
     expect(JSON.parse(await readFile(stamp, 'utf8')).format).toBeGreaterThan(0);
-    expect((await readdir(dir)).sort()).toEqual(['tiny', 'tiny-seed3-fp16']);
+    expect((await readdir(dir)).sort()).toEqual(['tiny', 'tiny-gqa-q4', 'tiny-seed3-fp16']);
   });
 });
 
@@ -101,17 +105,27 @@ describe('fixture CLI', () => {
   it('rejects bad arguments with the usage line', async () => {
     const lines: string[] = [];
     expect(await main(['--size', 'huge', '--out', join(root, 'x')], (l) => lines.push(l))).toBe(2);
-    expect(lines.join('\n')).toMatch(/unknown --size "huge"\nusage: fixture --size/);
+    expect(lines.join('\n')).toMatch(/unknown size "huge" \(expected tiny, demo, bench\)\nusage: fixture --size/);
     expect(await main(['--size', 'tiny'], (l) => lines.push(l))).toBe(2);
+    lines.length = 0;
+    expect(await main(['--out', join(root, 'x'), '--weights', 'int3'], (l) => lines.push(l))).toBe(2);
+    expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--positions', 'ids'], (l) => lines.push(l))).toBe(2);
+    expect(lines.map((l) => l.split('\n')[0])).toEqual([
+      'unknown weights "int3" (expected fp32, fp16, q4, q8)',
+      'positions does not apply to attention "gqa": GroupQueryAttention takes positions from attention_mask',
+    ]);
+    await expect(ensureFixtureModel('tiny', { dir: root, positions: 'rows' as 'ids' })).rejects.toThrow(
+      'unknown positions "rows" (expected ids, mask, column)',
+    );
   });
 
   it('writes the variant it is asked for', async () => {
     const out = join(root, 'cli');
-    const args = ['--size', 'tiny', '--out', out, '--seed', '5', '--kv-dtype', 'float16'];
-    args.push('--no-position-ids', '--external-data');
+    const args = ['--size', 'tiny', '--out', out, '--seed', '5', '--weights', 'fp16'];
+    args.push('--positions', 'mask', '--external-data');
     expect(await main(args, () => {})).toBe(0);
     const stamp = await readJson(out, 'fixture.json');
-    expect(stamp).toMatchObject({ seed: 5, kvDtype: 'float16', positionIds: false, externalData: true });
+    expect(stamp).toMatchObject({ seed: 5, weights: 'fp16', positions: 'mask', externalData: true });
     expect((await readdir(join(out, 'onnx'))).sort()).toEqual(['model_fp16.onnx', 'model_fp16.onnx_data']);
   });
 });

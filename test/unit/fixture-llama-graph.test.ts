@@ -16,7 +16,7 @@ const { hidden, heads, kvHeads, headDim, intermediate, vocab, layers } = shape;
 /** The weights exactly as written to the file, by initializer name. */
 function fixtureWeights(): Map<string, Float32Array> {
   const hyper = { ropeTheta: ROPE_THETA, rmsNormEps: RMS_NORM_EPS };
-  const graph = buildLlamaGraph({ shape, seed: 42, ...hyper, kvDtype: 'float32', positionIds: true });
+  const graph = buildLlamaGraph({ shape, seed: 42, ...hyper, positions: 'ids' });
   const weights = new Map<string, Float32Array>();
   for (const { name, data } of graph.initializers) {
     const bytes = data instanceof Uint8Array ? data : data.produce();

@@ -42,4 +42,15 @@ describe('encodeModel', () => {
     expect(bytes.subarray(-6).toString('hex')).toBe('42040a001011'); // opset_import { domain: '', version: 17 }
     expect(bytes.includes(Buffer.from('batch_size'))).toBe(true);
   });
+
+  it('writes float attributes, node domains and an opset import for each contrib domain', () => {
+    const node = { opType: 'Op', inputs: ['x'], outputs: ['y'], name: 'n', attributes: { eps: { float: 0.5 } }, domain: 'com.microsoft' };
+    const graph = { name: 'g', nodes: [node], initializers: [], inputs: [], outputs: [] };
+    const bytes = concatChunks(encodeModel({ irVersion: 8, opsetVersion: 17, producerName: 'p', graph }));
+    // AttributeProto { name: "eps", type: FLOAT, f: 0.5 (fixed32, little-endian) }
+    expect(bytes.includes(Buffer.from('0a03657073a00101150000003f', 'hex'))).toBe(true);
+    expect(bytes.includes(Buffer.from('3a0d636f6d2e6d6963726f736f6674', 'hex'))).toBe(true); // NodeProto.domain
+    // opset_import { domain: 'com.microsoft', version: 1 } after the default domain's
+    expect(bytes.subarray(-19).toString('hex')).toBe('42110a0d636f6d2e6d6963726f736f66741001');
+  });
 });
