@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './model-dir.js';
+import { checkOnnxHeader } from './onnx-file.js';
 import { type AttentionFamily, type AttentionPlan, attentionFamilyFromGraph, planFor } from './attention-family.js';
 import { halfBits, type HalfData, widenHalf } from './half.js';
 import { kvData } from './kv-batch.js';
@@ -120,9 +120,7 @@ export class ModelSession {
 
   /** `opTypes`: the graph's node types (onnx-file.ts), which tell the attention family. */
   static async load(file: string, config: ModelConfig, opTypes: ReadonlySet<string>, threads?: number): Promise<ModelSession> {
-    const head = await readFile(file).then((b) => b.subarray(0, 64), () => null);
-    // A protobuf ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
-    if (!head || head[0] !== 0x08) throw new ModelLoadError(`${file} is not an ONNX model (no ModelProto header)`);
+    await checkOnnxHeader(file);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(file, {
