@@ -12,10 +12,10 @@
 import type { Context, Middleware, Next } from 'koa';
 import { createInferenceHandler, type InferenceHandler, type StreamingInferenceOptions } from '../src/http/index.js';
 
-export interface KoaStreamingInferenceOptions extends StreamingInferenceOptions {
+export type KoaStreamingInferenceOptions = StreamingInferenceOptions & {
   /** Mount path, e.g. '/llm'. Default: the root. */
   prefix?: string;
-}
+};
 
 export type StreamingInferenceMiddleware = Middleware & { handler: InferenceHandler };
 

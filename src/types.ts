@@ -172,23 +172,46 @@ export interface Generation extends AsyncIterable<GenerationEvent> {
   readonly accepted: Promise<{ inputLength: number }>;
 }
 
-/** Options of `createEngine`. */
+/**
+ * An ONNX file variant, named as transformers.js v4 names them: `fp32` is `model.onnx`, `q8` is
+ * `model_quantized.onnx`, the others `model_{dtype}.onnx`.
+ */
+export type Dtype = 'fp32' | 'fp16' | 'q8' | 'int8' | 'uint8' | 'q4' | 'q4f16' | 'bnb4' | 'q2' | 'q2f16' | 'q1' | 'q1f16';
+
+/**
+ * Options of `createEngine`. They are checked when given (a `TypeError` or `RangeError`, before any
+ * model loads); defaults that depend on the model are filled in at load.
+ */
 export interface EngineOptions {
   /** A model directory in the Hugging Face ONNX layout. */
   model: string;
-  /** Which ONNX file: `fp32` (model.onnx, the default), `fp16`, `q8`, `int8`, `uint8`, `q4`, `q4f16`, `bnb4`. */
-  dtype?: string;
+  /**
+   * Which ONNX file: `onnx/model{suffix}.onnx`, `model{suffix}.onnx`, then the same names with
+   * `decoder_model_merged` (Xenova's older exports). Without it: genai_config.json's
+   * `model.decoder.filename` if there is one, else config.json's `transformers.js_config.dtype`, else fp32.
+   */
+  dtype?: Dtype;
+  /** The ONNX file to load, relative to the model directory; overrides `dtype` and genai_config.json. */
+  modelFile?: string;
   /** Intra-op threads for ONNX Runtime; default: ONNX Runtime's choice (the physical cores). */
   threads?: number;
   /** Most sequences decoded in one forward pass. */
   maxBatchSize?: number;
   /** Most (padded) prompt tokens in one forward pass; longer prompts are prefilled in chunks. Default 512. */
   maxBatchPrefillTokens?: number;
-  /** KV budget of the running batch: the sum over sequences of prompt + max_new_tokens. */
+  /**
+   * KV budget of the running batch: the sum over sequences of prompt + max_new_tokens. Default: as
+   * many tokens as `maxKvCacheBytes` holds for this model. Not together with `maxKvCacheBytes`.
+   */
   maxBatchTotalTokens?: number;
+  /** Memory the default `maxBatchTotalTokens` is sized to, in bytes. Default min(4 GiB, a quarter of the machine's memory). */
+  maxKvCacheBytes?: number;
   /** Most prompt tokens per request; default `maxTotalTokens - 1`. */
   maxInputTokens?: number;
-  /** Most prompt + generated tokens per request; default the model's `max_position_embeddings`. */
+  /**
+   * Most prompt + generated tokens per request. Default: the model's context length, at most 4096
+   * (as TGI), and at most what `maxBatchTotalTokens` holds.
+   */
   maxTotalTokens?: number;
   maxStopSequences?: number;
   maxTopNTokens?: number;

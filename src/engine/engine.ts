@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { resolve } from 'node:path';
 import { GenerationError, InferenceError, UnavailableError, ValidationError, deserializeError } from '../errors.js';
 import { validateParameters } from '../params.js';
+import { checkEngineOptions } from './config.js';
 import type {
   ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, ForwardPassRecord, GenerateOptions,
   GenerateRequest, Generation, GenerationEvent, ModelInfo, TokenizedToken,
@@ -22,7 +23,8 @@ import { RequestState } from './request-state.js';
  * await engine.close();
  */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
-  if (!options || typeof options.model !== 'string') throw new TypeError('createEngine: options.model must be a model directory');
+  // Bad options reject here, before a model is fetched or loaded.
+  checkEngineOptions(options, 'createEngine');
   const resolved = { ...options, model: resolve(options.model) };
   const { worker, info } = await startWorker(resolved);
   return new WorkerEngine(worker, info, resolved);

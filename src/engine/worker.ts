@@ -13,7 +13,7 @@ import type { ModelInfo, TokenizedToken } from '../types.js';
 import { resolveConfig } from './config.js';
 import { GenerationLoop } from './generation-loop.js';
 import type { FromWorker, Prompt, ToWorker, WorkerInit } from './messages.js';
-import { findOnnxFile, readModelConfig } from './model-dir.js';
+import { openModelDir } from './model-dir.js';
 import { ModelSession } from './model-session.js';
 import { Sequence, type SequenceContext } from './sequence.js';
 
@@ -31,10 +31,10 @@ interface Loaded {
 
 async function load({ options }: WorkerInit): Promise<Loaded> {
   const dir = options.model;
-  const config = await readModelConfig(dir);
-  const onnxFile = await findOnnxFile(dir, options.dtype);
+  // The options were checked on the main thread (checkEngineOptions); what depends on the model is resolved here.
+  const { config, onnxFile, graph } = await openModelDir(dir, options);
   const tokenizer = await loadTokenizer(dir);
-  const model = await ModelSession.load(onnxFile, config, options.threads);
+  const model = await ModelSession.load(onnxFile, config, new Set(Object.keys(graph.opTypes)), options.threads);
   const resolved = resolveConfig(options, config, model);
   const info: ModelInfo = {
     modelId: options.modelId ?? basename(dir),
@@ -45,6 +45,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     maxPositionEmbeddings: config.maxPositionEmbeddings,
     eosTokenIds: config.eosTokenIds,
     kvDtype: model.kvDtype,
+    generationDefaults: config.generationDefaults,
     hasChatTemplate: false,
     ...resolved,
   };

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { AdmissionController } from '../admission.js';
+import { ENGINE_OPTION_NAMES, checkEngineOptions, checkIntegerOption } from '../engine/config.js';
 import { createEngine } from '../engine/engine.js';
 import { InferenceError, ModelLoadError, UnavailableError } from '../errors.js';
 import { errorResponse, type RouteFamily } from '../protocol/error-body.js';
@@ -13,10 +14,8 @@ import { serveChat, serveCompletion } from './openai-routes.js';
 import { sendError } from './respond.js';
 import { serveTgi } from './tgi-routes.js';
 
-/** Options of `streamingInference()` in every adapter. */
-export interface StreamingInferenceOptions extends Partial<EngineOptions> {
-  /** A shared, already created engine; otherwise `model` is loaded in the background. */
-  engine?: Engine;
+/** The options of `streamingInference()` that are the handler's own, with or without a shared engine. */
+export interface HandlerOptions {
   /** Requests in flight (queued or generating) before new ones get 429. Default 128, as TGI. */
   maxConcurrentRequests?: number;
   /** Largest request body read, in bytes. Default 2,000,000, as TGI. */
@@ -34,6 +33,17 @@ export interface StreamingInferenceOptions extends Partial<EngineOptions> {
    */
   generationConfig?: 'auto' | 'none';
 }
+
+/**
+ * Options of `streamingInference()` in every adapter: a shared, already created `engine`, or a `model`
+ * loaded in the background with the engine's options; never both, since an engine created elsewhere
+ * keeps the options it was created with.
+ */
+export type StreamingInferenceOptions = HandlerOptions &
+  (
+    | ({ engine: Engine } & { [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never })
+    | (EngineOptions & { engine?: undefined })
+  );
 
 type Serve = (ctx: HandlerContext, res: ServerResponse, body: unknown) => void | Promise<void>;
 
@@ -87,8 +97,20 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, keepAliveMs = 15_000,
     metrics: metricsOptions, generationConfig = 'auto', ...engineOptions
   } = options;
-  if (!shared && typeof engineOptions.model !== 'string') throw new TypeError('streamingInference: pass `model` (a directory) or `engine`');
-  if (!Number.isSafeInteger(bodyLimit) || bodyLimit <= 0) throw new TypeError('streamingInference: `bodyLimit` must be a positive integer');
+  // Every option is checked here, at startup, before a model loads.
+  if (shared) {
+    const misplaced = Object.entries(options)
+      .filter(([name, value]) => value !== undefined && name !== 'onError' && ENGINE_OPTION_NAMES.has(name))
+      .map(([name]) => name);
+    if (misplaced.length > 0) {
+      throw new TypeError(`streamingInference: ${misplaced.join(', ')} cannot apply to a shared \`engine\`: pass them to its createEngine`);
+    }
+  } else {
+    checkEngineOptions(engineOptions as EngineOptions, 'streamingInference');
+  }
+  for (const [name, value] of Object.entries({ maxConcurrentRequests, bodyLimit, stallTimeoutMs, keepAliveMs })) {
+    checkIntegerOption('streamingInference', name, value, 1);
+  }
   if (generationConfig !== 'auto' && generationConfig !== 'none') {
     throw new TypeError(`streamingInference: \`generationConfig\` must be 'auto' or 'none', got ${JSON.stringify(generationConfig)}`);
   }
