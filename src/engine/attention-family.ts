@@ -32,6 +32,19 @@ export const FAMILY_NOTES: Record<AttentionFamily, string> = {
   'multi-head': 'one row per forward pass (MultiHeadAttention padding is not relied on); no batching speed-up',
 };
 
+/**
+ * Why rows of one forward pass would change each other's results, whatever the cache layout, or
+ * null. `DynamicQuantizeLinear` (transformers.js' `q8`/`int8`/`uint8` files, `quantize_dynamic`)
+ * picks one int8 scale for the whole `[rows, tokens, hidden]` activation, so a row's tokens depend
+ * on what else is in the batch.
+ */
+export function rowCoupling(opTypes: ReadonlySet<string>): string | null {
+  if (opTypes.has('DynamicQuantizeLinear')) {
+    return 'dynamic int8 quantization (DynamicQuantizeLinear) scales each pass by all its rows';
+  }
+  return null;
+}
+
 /** `opTypes` are the graph's node types (domain-qualified or not); `inputs` its input names. */
 export function attentionFamilyFromGraph(opTypes: ReadonlySet<string>, inputs: readonly string[]): AttentionFamily | 'probe' {
   const has = (op: string) => opTypes.has(op) || opTypes.has(`com.microsoft:${op}`) || opTypes.has(`com.microsoft.${op}`);

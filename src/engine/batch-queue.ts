@@ -38,9 +38,10 @@ export class BatchQueue<T extends QueueEntry> {
   /**
    * Takes the entries that join the running batch now. An entry that alone exceeds a budget still runs
    * when the batch is empty, otherwise it would wait forever. `canJoin` is the cache layout's own
-   * condition (anchored rows can only join a batch that is already at least as long as they are).
+   * condition, given the entries taken before it (anchored rows can only join a batch that is at
+   * least as long as they are).
    */
-  nextBatch(running: { size: number; reservedTokens: number }, canJoin: (entry: T) => boolean = () => true): T[] {
+  nextBatch(running: { size: number; reservedTokens: number }, canJoin: (entry: T, taken: readonly T[]) => boolean = () => true): T[] {
     const taken: T[] = [];
     let reserved = running.reservedTokens;
     let longest = 0;
@@ -52,7 +53,7 @@ export class BatchQueue<T extends QueueEntry> {
       // chunks then alternate with the batch's decode steps.
       const prefillFits = prefill <= this.budget.maxBatchPrefillTokens || taken.length === 0;
       const fits =
-        canJoin(entry) &&
+        canJoin(entry, taken) &&
         size <= this.budget.maxBatchSize &&
         prefillFits &&
         reserved + entry.reservedTokens <= this.budget.maxBatchTotalTokens;

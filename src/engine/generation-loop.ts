@@ -76,7 +76,7 @@ export class GenerationLoop {
       }
       await this.guard([...this.running.values()], () => this.dropCancelled());
       if (!this.prefilling) {
-        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() }, (s) => this.canJoin(s));
+        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() }, (s, taken) => this.canJoin(s, taken));
         if (joining.length > 0) await this.guard(joining, () => this.startPrefill(joining));
       }
       const prefill = this.prefilling;
@@ -90,14 +90,17 @@ export class GenerationLoop {
 
   /**
    * An anchored row (positions from the column index) joins at the column where the batch ends, so
-   * it must not be longer than the batch, and its last position must stay within the context.
+   * it must not be longer than the batch, and the positions of every row in its prefill, shorter
+   * rows pushed right by their padding, must stay within the context.
    */
-  private canJoin(sequence: Sequence): boolean {
-    const batch = this.batch;
-    if (this.model.attention.layout !== 'anchored' || !batch || this.running.size === 0) return true;
+  private canJoin(sequence: Sequence, taken: readonly Sequence[]): boolean {
+    if (this.model.attention.layout !== 'anchored') return true;
+    const group = [...taken, sequence];
+    const longest = Math.max(...group.map((s) => s.inputLength));
+    const batch = this.running.size > 0 ? this.batch : null;
     // The batch is wider by one column per decode step between two chunks of the prefill.
-    const end = batch.width + Math.ceil(sequence.inputLength / this.budget.maxBatchPrefillTokens) - 1;
-    return sequence.inputLength <= end && end + sequence.maxNewTokens <= this.contextTokens;
+    const end = batch ? batch.width + Math.ceil(longest / this.budget.maxBatchPrefillTokens) - 1 : longest;
+    return longest <= end && group.every((s) => end + s.maxNewTokens <= this.contextTokens);
   }
 
   private startPrefill(joining: Sequence[]): void {
@@ -156,7 +159,9 @@ export class GenerationLoop {
     if (this.running.size === 0) return void (this.batch = null);
     if (dead === 0) return void (this.stepsWithDeadRows = 0);
     this.stepsWithDeadRows += 1;
-    if (dead * 2 >= batch.size || this.stepsWithDeadRows >= DEAD_ROW_STEPS) {
+    // GroupQueryAttention's rotary table bounds the batch's width, which a finished row would widen.
+    const tooWide = this.model.attention.layout === 'right' && batch.width >= this.contextTokens;
+    if (tooWide || dead * 2 >= batch.size || this.stepsWithDeadRows >= DEAD_ROW_STEPS) {
       batch.filter(this.liveIds());
       this.stepsWithDeadRows = 0;
     }

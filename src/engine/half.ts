@@ -36,3 +36,4 @@ export function widenHalf(bits: Uint16Array, start: number, count: number): Floa
   for (let i = 0; i < count; i++) out[i] = lookup[bits[start + i]];
   return out;
 }
+
