@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { AdmissionController } from '../admission.js';
+import { AdmissionController, engineAdmission } from '../admission.js';
 import { ENGINE_OPTION_NAMES, checkEngineOptions, checkIntegerOption } from '../engine/config.js';
 import { createEngine } from '../engine/engine.js';
 import { InferenceError, ModelLoadError, UnavailableError } from '../errors.js';
@@ -138,19 +138,23 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     bodyLimit,
     stallTimeoutMs,
     keepAliveMs,
-    maxConcurrentRequests,
+    // One count per engine, whichever mounts serve it (the limit is the highest they declare).
+    engineAdmission: (loaded) => engineAdmission(loaded, maxConcurrentRequests),
     generationConfig,
     metrics,
     newId: (prefix) => prefix + randomUUID().replaceAll('-', ''),
     nowSeconds: () => Math.floor(Date.now() / 1000),
   };
 
-  metrics?.observe({ engine: () => engine, admission });
+  // Join the engine's admission as soon as there is an engine, so /info shows its limit at once.
+  void loading.then((loaded) => ctx.engineAdmission(loaded), () => {});
+  const unobserve = metrics?.observe({ engine: () => engine, admission: () => (engine ? ctx.engineAdmission(engine) : null) });
   // A shared engine outlives this handler: its pass listener goes when the handler closes.
   const unwatch = metrics ? loading.then((loaded) => metrics.watch(loaded), () => () => {}) : null;
 
   return {
-    matches: (path) => Object.hasOwn(ROUTES, routePath(path)),
+    // With metrics off, /metrics is the host's: Express and Koa call next(), node:http servers see no match.
+    matches: (path) => Object.hasOwn(ROUTES, routePath(path)) && (routePath(path) !== '/metrics' || metrics !== null),
     async handle(req, res, path) {
       const route = ROUTES[routePath(path)];
       try {
@@ -169,6 +173,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     admission,
     ready: () => loading,
     close: async (closeOptions) => {
+      unobserve?.();
       (await unwatch)?.();
       if (shared) return;
       const loaded = await loading.catch(() => null);

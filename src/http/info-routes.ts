@@ -6,17 +6,19 @@ import { sendJson } from './respond.js';
 
 const VERSION = '0.1.0';
 
-/** TGI's `Info` (protocol.md §1.7), plus the live admission count. */
+/** TGI's `Info` (protocol.md §1.7), plus the live admission count: engine-wide figures, whichever mount answers. */
 export function serveInfo(ctx: HandlerContext, res: ServerResponse): void {
-  const { info } = ctx.engine();
-  const stats = ctx.engine().stats();
+  const engine = ctx.engine();
+  const { info } = engine;
+  const stats = engine.stats();
+  const admission = ctx.engineAdmission(engine);
   sendJson(res, 200, {
     model_id: info.modelId,
     model_sha: null,
     model_pipeline_tag: 'text-generation',
     model_dtype: info.kvDtype,
     model_device_type: 'cpu',
-    max_concurrent_requests: ctx.maxConcurrentRequests,
+    max_concurrent_requests: admission.limit,
     max_best_of: info.limits.maxBestOf,
     max_stop_sequences: info.limits.maxStopSequences,
     max_input_tokens: info.limits.maxInputTokens,
@@ -31,7 +33,7 @@ export function serveInfo(ctx: HandlerContext, res: ServerResponse): void {
     version: VERSION,
     sha: null,
     docker_label: null,
-    in_flight_requests: ctx.admission.inFlight,
+    in_flight_requests: admission.inFlight,
     queue_size: stats.queueSize,
     batch_size: stats.batchSize,
   });

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AdmissionController } from '../admission.js';
-import type { EndEvent, Engine } from '../types.js';
+import type { EndEvent, Engine, EngineStats } from '../types.js';
 
 /** TGI's duration buckets: 35 geometric steps from 0.15 ms, ratio 1.5 (protocol.md §1.6). */
 const DURATION_BUCKETS = Array.from({ length: 35 }, (_, i) => 0.00015 * 1.5 ** i);
@@ -9,6 +9,17 @@ const TOKEN_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 
 export interface MetricsOptions {
   /** The host's registry, so our metrics join its `/metrics`; default a registry of our own. */
   registry?: Registry;
+  /**
+   * The `mount` label of this mount's request metrics, for several mounts in one registry (e.g.
+   * `'chat'`, `'code'`). Unset: no label, and the request metrics of unnamed mounts add up.
+   */
+  mount?: string;
+}
+
+/** Where the engine-wide gauges read: the mount's engine (null while it loads) and its shared admission. */
+export interface MetricsSource {
+  engine(): Engine | null;
+  admission(): AdmissionController | null;
 }
 
 export interface Metrics {
@@ -19,83 +30,141 @@ export interface Metrics {
   readonly registry: Registry;
   readonly contentType: string;
   render(): Promise<string>;
-  /** Wires the live gauges to an engine and an admission controller. */
-  observe(source: { engine: () => Engine | null; admission: AdmissionController }): void;
-  /** Records the engine's forward passes (once it is loaded); returns the function that stops it. */
+  /** Wires the live gauges to a mount's engine; returns the function that unwires it. */
+  observe(source: MetricsSource): () => void;
+  /** Records the engine's forward passes, once per registry however many mounts serve it; returns the function that stops it. */
   watch(engine: Engine): () => void;
 }
 
+/** The metrics of one registry, shared by every mount that joins it. */
+interface RegistryMetrics {
+  requests: Counter;
+  success: Counter;
+  failure: Counter;
+  duration: Histogram;
+  queue: Histogram;
+  inference: Histogram;
+  perToken: Histogram;
+  inputLength: Histogram;
+  generated: Histogram;
+  batch: ReturnType<typeof createBatchMetrics>;
+  sources: Set<MetricsSource>;
+  /** Each engine's pass listener and how many mounts asked for it. */
+  watched: Map<Engine, { mounts: number; unsubscribe: () => void }>;
+}
+
+const byRegistry = new WeakMap<Registry, RegistryMetrics>();
+
 /**
- * Prometheus metrics under TGI's names and meanings, so TGI dashboards work unchanged.
+ * Prometheus metrics under TGI's names and meanings, so TGI dashboards work unchanged. Several
+ * mounts may join one registry: the metrics are registered once, request metrics carry each
+ * mount's `mount` label, and the engine gauges and batch counters count each engine once.
  *
  * @example
- * app.use('/llm', streamingInference({ model, metrics: { registry: myRegistry } }));
+ * app.use('/chat', streamingInference({ engine, metrics: { registry, mount: 'chat' } }));
+ * app.use('/code', streamingInference({ engine, metrics: { registry, mount: 'code' } }));
  */
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = options.registry ?? new Registry();
-  const registers = [registry];
-  let source: Parameters<Metrics['observe']>[0] | null = null;
-  const stats = () => source?.engine()?.stats();
-
-  const requests = new Counter({ name: 'tgi_request_count', help: 'Requests received', registers });
-  const success = new Counter({ name: 'tgi_request_success', help: 'Requests completed', registers });
-  const failure = new Counter({ name: 'tgi_request_failure', help: 'Failed requests by reason', labelNames: ['err'], registers });
-  const duration = new Histogram({ name: 'tgi_request_duration', help: 'End-to-end request duration (s)', buckets: DURATION_BUCKETS, registers });
-  const queue = new Histogram({ name: 'tgi_request_queue_duration', help: 'Time in the queue (s)', buckets: DURATION_BUCKETS, registers });
-  const inference = new Histogram({ name: 'tgi_request_inference_duration', help: 'First forward pass to end (s)', buckets: DURATION_BUCKETS, registers });
-  const perToken = new Histogram({ name: 'tgi_request_mean_time_per_token_duration', help: 'Mean inter-token latency (s)', buckets: DURATION_BUCKETS, registers });
-  const inputLength = new Histogram({ name: 'tgi_request_input_length', help: 'Prompt tokens', buckets: TOKEN_BUCKETS, registers });
-  const generated = new Histogram({ name: 'tgi_request_generated_tokens', help: 'Generated tokens', buckets: TOKEN_BUCKETS, registers });
-  const method = ['method'];
-  const passes = new Counter({ name: 'tgi_batch_inference_count', help: 'Forward passes', labelNames: method, registers });
-  const passOk = new Counter({ name: 'tgi_batch_inference_success', help: 'Forward passes that succeeded', labelNames: method, registers });
-  const passFailed = new Counter({ name: 'tgi_batch_inference_failure', help: 'Forward passes that failed', labelNames: method, registers });
-  const passDuration = new Histogram({
-    name: 'tgi_batch_forward_duration', help: 'Forward pass duration, with sampling (s)', labelNames: method, buckets: DURATION_BUCKETS, registers,
-  });
-  const nextSize = new Histogram({ name: 'tgi_batch_next_size', help: 'Requests in a new prefill', buckets: TOKEN_BUCKETS, registers });
-  new Gauge({ name: 'tgi_queue_size', help: 'Requests waiting for the batch', registers, collect() { this.set(stats()?.queueSize ?? 0); } });
-  new Gauge({ name: 'tgi_batch_current_size', help: 'Sequences in the running batch', registers, collect() { this.set(stats()?.batchSize ?? 0); } });
-  new Gauge({
-    name: 'tgi_batch_current_max_tokens', help: 'KV token reservation of the running batch', registers,
-    collect() { this.set(stats()?.batchReservedTokens ?? 0); },
-  });
-  new Gauge({
-    name: 'tgi_batch_max_total_tokens', help: 'KV token budget of the batch', registers,
-    collect() { this.set(source?.engine()?.info.maxBatchTotalTokens ?? 0); },
-  });
-  new Gauge({
-    name: 'streaming_inference_worker_memory_bytes', help: "The engine worker's heap and KV-cache buffers", registers,
-    collect() { this.set(stats()?.workerMemoryBytes ?? 0); },
-  });
-  new Gauge({
-    name: 'streaming_inference_in_flight_requests', help: 'Admitted requests, queued or generating', registers,
-    collect() { this.set(source?.admission.inFlight ?? 0); },
-  });
+  const shared = byRegistry.get(registry) ?? register(registry);
+  byRegistry.set(registry, shared);
+  const mount = options.mount === undefined ? {} : { mount: options.mount };
 
   return {
     registry,
     contentType: registry.contentType,
     render: () => registry.metrics(),
-    observe: (s) => (source = s),
-    watch: (engine) =>
-      engine.onForwardPass((pass) => {
-        const labels = { method: pass.method };
-        passes.inc(labels);
-        (pass.ok ? passOk : passFailed).inc(labels);
-        passDuration.observe(labels, pass.seconds);
-        if (pass.method === 'prefill') nextSize.observe(pass.rows);
-      }),
-    request: () => requests.inc(),
-    failure: (err) => failure.inc({ err }),
-    success(end: EndEvent, seconds: number) {
-      success.inc();
-      duration.observe(seconds);
-      queue.observe(end.timings.queueMs / 1000);
-      inference.observe(end.timings.inferenceMs / 1000);
-      perToken.observe(end.timings.inferenceMs / 1000 / Math.max(1, end.generatedTokens));
-      inputLength.observe(end.inputLength);
-      generated.observe(end.generatedTokens);
+    observe(source) {
+      shared.sources.add(source);
+      return () => shared.sources.delete(source);
     },
+    watch(engine) {
+      const entry = shared.watched.get(engine) ?? { mounts: 0, unsubscribe: watchPasses(shared.batch, engine) };
+      entry.mounts += 1;
+      shared.watched.set(engine, entry);
+      let stopped = false;
+      return () => {
+        if (stopped) return;
+        stopped = true;
+        entry.mounts -= 1;
+        if (entry.mounts > 0) return;
+        entry.unsubscribe();
+        shared.watched.delete(engine);
+      };
+    },
+    request: () => shared.requests.inc(mount),
+    failure: (err) => shared.failure.inc({ err, ...mount }),
+    success(end: EndEvent, seconds: number) {
+      shared.success.inc(mount);
+      shared.duration.observe(mount, seconds);
+      shared.queue.observe(mount, end.timings.queueMs / 1000);
+      shared.inference.observe(mount, end.timings.inferenceMs / 1000);
+      shared.perToken.observe(mount, end.timings.inferenceMs / 1000 / Math.max(1, end.generatedTokens));
+      shared.inputLength.observe(mount, end.inputLength);
+      shared.generated.observe(mount, end.generatedTokens);
+    },
+  };
+}
+
+function register(registry: Registry): RegistryMetrics {
+  const registers = [registry];
+  const labelNames = ['mount'];
+  const sources = new Set<MetricsSource>();
+  /** Each engine (and each shared admission) once, however many mounts serve it. */
+  const engines = () => new Set([...sources].map((s) => s.engine()).filter((e): e is Engine => e !== null));
+  const sumStats = (field: keyof Omit<EngineStats, 'healthy'>) => [...engines()].reduce((sum, e) => sum + e.stats()[field], 0);
+  const gauge = (name: string, help: string, value: () => number) =>
+    new Gauge({ name, help, registers, collect() { this.set(value()); } });
+
+  gauge('tgi_queue_size', 'Requests waiting for the batch', () => sumStats('queueSize'));
+  gauge('tgi_batch_current_size', 'Sequences in the running batch', () => sumStats('batchSize'));
+  gauge('tgi_batch_current_max_tokens', 'KV token reservation of the running batch', () => sumStats('batchReservedTokens'));
+  gauge('tgi_batch_max_total_tokens', 'KV token budget of the batch', () => [...engines()].reduce((sum, e) => sum + e.info.maxBatchTotalTokens, 0));
+  gauge('streaming_inference_worker_memory_bytes', "The engine worker's heap and KV-cache buffers", () => sumStats('workerMemoryBytes'));
+  gauge('streaming_inference_in_flight_requests', 'Admitted requests, queued or generating', () => {
+    const admissions = new Set([...sources].map((s) => s.admission()).filter((a): a is AdmissionController => a !== null));
+    return [...admissions].reduce((sum, a) => sum + a.inFlight, 0);
+  });
+
+  const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, labelNames, buckets, registers });
+  return {
+    requests: new Counter({ name: 'tgi_request_count', help: 'Requests received', labelNames, registers }),
+    success: new Counter({ name: 'tgi_request_success', help: 'Requests completed', labelNames, registers }),
+    failure: new Counter({ name: 'tgi_request_failure', help: 'Failed requests by reason', labelNames: ['err', 'mount'], registers }),
+    duration: histogram('tgi_request_duration', 'End-to-end request duration (s)', DURATION_BUCKETS),
+    queue: histogram('tgi_request_queue_duration', 'Time in the queue (s)', DURATION_BUCKETS),
+    inference: histogram('tgi_request_inference_duration', 'First forward pass to end (s)', DURATION_BUCKETS),
+    perToken: histogram('tgi_request_mean_time_per_token_duration', 'Mean inter-token latency (s)', DURATION_BUCKETS),
+    inputLength: histogram('tgi_request_input_length', 'Prompt tokens', TOKEN_BUCKETS),
+    generated: histogram('tgi_request_generated_tokens', 'Generated tokens', TOKEN_BUCKETS),
+    batch: createBatchMetrics(registry),
+    sources,
+    watched: new Map(),
+  };
+}
+
+/** Counts one engine's forward passes into a registry's batch metrics. */
+function watchPasses(batch: RegistryMetrics['batch'], engine: Engine): () => void {
+  return engine.onForwardPass((pass) => {
+    const labels = { method: pass.method };
+    batch.passes.inc(labels);
+    (pass.ok ? batch.passOk : batch.passFailed).inc(labels);
+    batch.passDuration.observe(labels, pass.seconds);
+    if (pass.method === 'prefill') batch.nextSize.observe(pass.rows);
+  });
+}
+
+/** TGI's `tgi_batch_*` metrics of forward passes, by method (prefill or decode). */
+function createBatchMetrics(registry: Registry) {
+  const registers = [registry];
+  const labelNames = ['method'];
+  return {
+    passes: new Counter({ name: 'tgi_batch_inference_count', help: 'Forward passes', labelNames, registers }),
+    passOk: new Counter({ name: 'tgi_batch_inference_success', help: 'Forward passes that succeeded', labelNames, registers }),
+    passFailed: new Counter({ name: 'tgi_batch_inference_failure', help: 'Forward passes that failed', labelNames, registers }),
+    passDuration: new Histogram({
+      name: 'tgi_batch_forward_duration', help: 'Forward pass duration, with sampling (s)', labelNames, buckets: DURATION_BUCKETS, registers,
+    }),
+    nextSize: new Histogram({ name: 'tgi_batch_next_size', help: 'Requests in a new prefill', buckets: TOKEN_BUCKETS, registers }),
   };
 }

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { acquireAll } from '../admission.js';
 import { OverloadedError } from '../errors.js';
 import { errorResponse, inStreamErrorFrame, type RouteFamily } from '../protocol/error-body.js';
 import type { EndEvent, Engine, Generation, GenerationEvent } from '../types.js';
@@ -32,7 +33,7 @@ export interface GenerationSpec {
 export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, spec: GenerationSpec): Promise<void> {
   const engine = ctx.engine();
   ctx.metrics?.request();
-  const permit = ctx.admission.tryAcquire();
+  const permit = acquireAll([ctx.admission, ctx.engineAdmission(engine)]);
   if (!permit) {
     ctx.metrics?.failure('overloaded');
     return sendError(res, errorResponse(new OverloadedError(), spec.family));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AdmissionController, type Permit } from '../../src/admission.js';
+import { AdmissionController, acquireAll, engineAdmission, type Permit } from '../../src/admission.js';
 
 describe('AdmissionController', () => {
   it('admits exactly limit requests and refuses the next at once', () => {
@@ -49,4 +49,35 @@ describe('AdmissionController', () => {
       );
     },
   );
+});
+
+describe('engineAdmission and acquireAll', () => {
+  it('gives every mount of one engine the same controller, at the highest limit declared', () => {
+    const engine = {};
+    const first = engineAdmission(engine, 2);
+    expect(engineAdmission(engine, 8)).toBe(first);
+    expect(engineAdmission(engine, 4).limit).toBe(8);
+    expect(engineAdmission({}, 4)).not.toBe(first);
+    expect(() => engineAdmission(engine, 0)).toThrow(RangeError);
+  });
+
+  it('takes a permit from every controller or from none', () => {
+    const mount = new AdmissionController({ maxConcurrentRequests: 1 });
+    const shared = new AdmissionController({ maxConcurrentRequests: 2 });
+    const other = new AdmissionController({ maxConcurrentRequests: 5 });
+    const a = acquireAll([mount, shared]);
+    expect([mount.inFlight, shared.inFlight]).toEqual([1, 1]);
+    // The mount is full: nothing is held in the shared count either.
+    expect(acquireAll([mount, shared])).toBeNull();
+    expect(shared.inFlight).toBe(1);
+    const b = acquireAll([other, shared]);
+    expect(acquireAll([other, shared])).toBeNull();
+    expect(other.inFlight).toBe(1);
+    a?.release();
+    a?.release();
+    expect([mount.inFlight, shared.inFlight]).toEqual([0, 1]);
+    expect(a?.released).toBe(true);
+    b?.release();
+    expect([other.inFlight, shared.inFlight]).toEqual([0, 0]);
+  });
 });
