@@ -1,7 +1,8 @@
 /**
  * The floor: a bare onnxruntime-node greedy loop, in-process, with no engine around it. It prefills
  * `batch` equal-length prompts together and decodes with argmax, feeding `present.*` back as
- * `past_key_values.*`: the least work any server on this model can do.
+ * `past_key_values.*`: the least work any server on this model can do. Equal lengths need no
+ * padding, so the same loop is right for GroupQueryAttention graphs (whose rows are right-padded).
  */
 import * as ort from 'onnxruntime-node';
 
@@ -44,10 +45,14 @@ export async function floorGreedy(session: ort.InferenceSession, prompt: number[
   for (let step = 0; step < newTokens; step++) {
     const total = length + seqLen;
     const positions = BigInt64Array.from({ length: batch * seqLen }, (_, i) => BigInt(length + (i % seqLen)));
+    // GroupQueryAttention graphs take positions from the mask and have no position_ids input.
+    const positionIds: Record<string, ort.Tensor> = session.inputNames.includes('position_ids')
+      ? { position_ids: new ort.Tensor('int64', positions, [batch, seqLen]) }
+      : {};
     const out = await session.run({
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [batch, seqLen]),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(batch * total).fill(1n), [batch, total]),
-      position_ids: new ort.Tensor('int64', positions, [batch, seqLen]),
+      ...positionIds,
       ...past,
     });
     ids = argmaxRows(out.logits.data as Float32Array, batch, seqLen, out.logits.dims[2]);
