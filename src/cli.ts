@@ -6,11 +6,18 @@
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { createInferenceHandler } from './http/handler.js';
+import { DTYPES, isDtype } from './engine/model-dir.js';
+import { parseHubId, progressPrinter, resolveHubModel } from './hub/index.js';
+import type { Dtype } from './types.js';
 
 const USAGE = `Usage:
-  streaming-inference serve --model DIR [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
+  streaming-inference serve --model DIR|org/name[@revision] [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
                             [--dtype fp32|fp16|q8|int8|q4|...] [--threads N] [--max-batch-size 32] [--drain-timeout-ms 10000]
                             [--body-limit 2000000] [--stall-timeout-ms 30000]
+  streaming-inference check --model DIR|org/name [--dtype q4] [--model-file onnx/other.onnx] [--threads N] [--tokens 16]
+                            what the engine makes of a model, then a self-test: batched tokens == alone
+  streaming-inference download org/name[@revision] [--dtype q4] [--model-file onnx/other.onnx]
+                            fetch the files the model needs into the Hugging Face cache (then run offline: HF_HUB_OFFLINE=1)
   streaming-inference fixture --size tiny|demo|bench --out DIR`;
 
 function int(value: string | undefined, name: string): number | undefined {
@@ -18,6 +25,11 @@ function int(value: string | undefined, name: string): number | undefined {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got "${value}"`);
   return n;
+}
+
+function dtypeOption(value: string | undefined): Dtype | undefined {
+  if (value !== undefined && !isDtype(value)) throw new Error(`--dtype must be one of ${DTYPES.join(', ')}, got "${value}"`);
+  return value;
 }
 
 export async function serve(argv: string[]): Promise<void> {
@@ -36,10 +48,11 @@ export async function serve(argv: string[]): Promise<void> {
       'stall-timeout-ms': { type: 'string' },
     },
   });
-  if (!values.model) throw new Error('--model DIR is required');
+  if (!values.model) throw new Error('--model DIR or --model org/name is required');
   const handler = createInferenceHandler({
     model: values.model,
-    dtype: values.dtype,
+    onProgress: progressPrinter(),
+    dtype: dtypeOption(values.dtype),
     threads: int(values.threads, 'threads'),
     maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
     maxConcurrentRequests: int(values['max-concurrent-requests'], 'max-concurrent-requests'),
@@ -74,9 +87,43 @@ export async function serve(argv: string[]): Promise<void> {
   process.once('SIGTERM', () => void stop('SIGTERM'));
 }
 
+async function check(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      dtype: { type: 'string' },
+      'model-file': { type: 'string' },
+      threads: { type: 'string' },
+      tokens: { type: 'string', default: '16' },
+    },
+  });
+  if (!values.model) throw new Error('--model DIR or --model org/name is required');
+  const { checkModel } = await import('./check.js');
+  const options = { model: values.model, dtype: dtypeOption(values.dtype), onProgress: progressPrinter(), modelFile: values['model-file'], threads: int(values.threads, 'threads') };
+  const report = await checkModel(options, (line) => console.log(line), int(values.tokens, 'tokens'));
+  if (!report.ok) process.exitCode = 1;
+}
+
+/** `download org/name`: for a Docker image, fetch at build time and serve offline. Prints the snapshot directory. */
+async function download(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { dtype: { type: 'string' }, 'model-file': { type: 'string' } },
+  });
+  const id = positionals.length === 1 ? parseHubId(positionals[0]) : null;
+  if (!id) throw new Error(`download takes one Hub id, org/name or org/name@revision, got ${JSON.stringify(positionals.join(' '))}`);
+  const dtype = dtypeOption(values.dtype);
+  const { dir } = await resolveHubModel(id, { dtype, modelFile: values['model-file'], onProgress: progressPrinter() });
+  console.log(dir);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === 'serve') return serve(rest);
+  if (command === 'download') return download(rest);
+  if (command === 'check') return check(rest);
   if (command === 'fixture') {
     const { main: fixture } = await import('./fixture/cli.js');
     process.exitCode = await fixture(rest);

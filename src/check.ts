@@ -1,0 +1,111 @@
+/**
+ * `streaming-inference check --model DIR`: what the engine makes of a model directory, and whether
+ * batching gives every request the tokens it gets alone on this very model. A user who downloads a
+ * model runs this first.
+ */
+import { stat } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { createEngine } from './engine/engine.js';
+import { FAMILY_NOTES } from './engine/attention-family.js';
+import type { Engine, EngineOptions, GenerationEvent, ModelInfo } from './types.js';
+
+/** Prompts of different lengths, so the batched rows are padded and join at different steps. */
+const PROMPTS = [
+  'The capital of France is',
+  'Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker who',
+  'def fibonacci(n):',
+];
+
+export interface CheckReport {
+  info: ModelInfo;
+  /** Per prompt: the first step at which batched tokens differ from alone, or null. */
+  mismatches: (number | null)[];
+  ok: boolean;
+}
+
+const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+
+async function fileSize(file: string): Promise<string> {
+  return stat(file).then((s) => mib(s.size), () => 'missing');
+}
+
+/** The tokens of one greedy generation; `onToken` sees each as it arrives. */
+async function greedy(engine: Engine, prompt: string, tokens: number, onToken?: (index: number) => void): Promise<number[]> {
+  const ids: number[] = [];
+  const generation = engine.generate({ inputs: prompt, parameters: { max_new_tokens: tokens, do_sample: false } });
+  for await (const event of generation as AsyncIterable<GenerationEvent>) {
+    ids.push(event.token.id);
+    onToken?.(ids.length);
+  }
+  return ids;
+}
+
+/** Starts prompt i + 1 once prompt i has produced `after` tokens, so rows join a running batch. */
+async function together(engine: Engine, tokens: number): Promise<number[][]> {
+  const results: Promise<number[]>[] = [];
+  const start = (i: number): void => {
+    let started = false;
+    results[i] = greedy(engine, PROMPTS[i], tokens, (n) => {
+      if (!started && i + 1 < PROMPTS.length && n === 2 + i) {
+        started = true;
+        start(i + 1);
+      }
+    });
+  };
+  start(0);
+  const out: number[][] = [];
+  // Later prompts are started from inside earlier ones: wait until every one exists.
+  for (let i = 0; i < PROMPTS.length; i++) {
+    while (!results[i]) await new Promise((resolve) => setTimeout(resolve, 5));
+    out.push(await results[i]);
+  }
+  return out;
+}
+
+function firstDifference(a: number[], b: number[]): number | null {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) if (a[i] !== b[i]) return i;
+  return null;
+}
+
+export async function describeModel(info: ModelInfo, print: (line: string) => void): Promise<void> {
+  const dir = info.modelDir;
+  const onnx = relative(dir, info.onnxFile);
+  const data = info.graph.externalData.map((name) => relative(dir, join(dirname(info.onnxFile), name)));
+  print(`Model      ${dir} (model_type ${info.modelType})`);
+  print(`ONNX file  ${onnx} (${await fileSize(info.onnxFile)})${data.length > 0 ? ` + ${data.join(', ')}` : ''}`);
+  const past = info.graph.inputs.filter((name) => name.startsWith('past_key_values.')).length;
+  const inputs = info.graph.inputs.filter((name) => !name.startsWith('past_key_values.'));
+  print(`Inputs     ${inputs.join(', ')}, past_key_values.* (${past})`);
+  print(`Outputs    ${info.graph.outputs.filter((name) => !name.startsWith('present.')).join(', ')}, present.*`);
+  const ops = Object.entries(info.graph.opTypes)
+    .filter(([op]) => op.includes('.') || /Attention|MatMul|Quantize|Norm/.test(op))
+    .map(([op, n]) => `${op.replace(/^com\.microsoft\./, '')} ×${n}`);
+  if (ops.length > 0) print(`Key ops    ${ops.join(', ')}`);
+  print(`Attention  ${info.attention.family} → ${info.attention.layout} layout: ${FAMILY_NOTES[info.attention.family]}`);
+  print(`KV cache   ${info.kvDtype}, ${info.kvBytesPerToken} bytes per token; budget ${info.maxBatchTotalTokens} tokens (${mib(info.maxBatchTotalTokens * info.kvBytesPerToken)})`);
+  const { limits } = info;
+  print(`Limits     input ≤ ${limits.maxInputTokens}, total ≤ ${limits.maxTotalTokens} tokens; batch ≤ ${info.maxBatchSize} rows, prefill ≤ ${info.maxBatchPrefillTokens} tokens per pass`);
+  print(`Stops on   token ids ${info.eosTokenIds.join(', ') || 'none (eos unknown: set it in generation_config.json)'}`);
+  print(`Chat       ${info.hasChatTemplate ? 'chat template found' : 'no chat template: /v1/chat/completions answers 422'}`);
+}
+
+/** Loads the model, prints what it found, then runs the batching self-test. */
+export async function checkModel(options: EngineOptions, print: (line: string) => void, tokens = 16): Promise<CheckReport> {
+  const engine = await createEngine(options);
+  try {
+    await describeModel(engine.info, print);
+    print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins (greedy, ${tokens} tokens each):`);
+    const alone: number[][] = [];
+    for (const prompt of PROMPTS) alone.push(await greedy(engine, prompt, tokens));
+    const batched = await together(engine, tokens);
+    const mismatches = PROMPTS.map((_, i) => firstDifference(alone[i], batched[i]));
+    mismatches.forEach((at, i) => {
+      print(`           prompt ${i + 1}: ${at === null ? 'same tokens' : `DIFFERS from token ${at} (alone ${alone[i][at]}, batched ${batched[i][at]})`}`);
+    });
+    const ok = mismatches.every((at) => at === null);
+    print(ok ? 'Result     batched equals alone' : 'Result     batched DIFFERS from alone: please report this model');
+    return { info: engine.info, mismatches, ok };
+  } finally {
+    await engine.close();
+  }
+}

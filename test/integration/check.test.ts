@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { checkModel } from '../../src/check.js';
+import { ensureFixtureModel } from '../../src/fixture/index.js';
+
+describe('streaming-inference check', () => {
+  it('describes a GroupQueryAttention export and finds batched tokens equal to solo ones', async () => {
+    const lines: string[] = [];
+    const report = await checkModel({ model: await ensureFixtureModel('tiny', { attention: 'gqa', weights: 'q4' }), dtype: 'q4' }, (l) => lines.push(l), 8);
+    const text = lines.join('\n');
+    expect(report.ok).toBe(true);
+    expect(report.mismatches).toEqual([null, null, null]);
+    expect(text).toMatch(/ONNX file  onnx\/model_q4\.onnx/);
+    expect(text).toMatch(/GroupQueryAttention ×2/);
+    expect(text).toMatch(/MatMulNBits ×/);
+    expect(text).toMatch(/Attention  group-query → right layout/);
+    expect(text).toMatch(/KV cache   float32, 512 bytes per token/);
+    expect(text).toMatch(/Stops on   token ids \d+/);
+    expect(text).toMatch(/Result     batched equals alone/);
+  });
+
+  it('names the layout of a graph whose positions are the column index', async () => {
+    const lines: string[] = [];
+    const report = await checkModel({ model: await ensureFixtureModel('tiny', { positions: 'column' }) }, (l) => lines.push(l), 8);
+    expect(report.ok).toBe(true);
+    expect(lines.join('\n')).toMatch(/column-positions → anchored layout/);
+  });
+});
