@@ -2,6 +2,7 @@
  * The public types of the core. Every module imports its shared types from here, and `src/index.ts`
  * re-exports them, so a user sees one set of names.
  */
+import type { ErrorListener } from './errors.js';
 
 /** Why a sequence stopped, in TGI's words. OpenAI routes map `eos_token` and `stop_sequence` to `stop`. */
 export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
@@ -218,6 +219,12 @@ export interface EngineOptions {
   maxBestOf?: number;
   /** The name reported as `model_id`; default the directory's base name. */
   modelId?: string;
+  /**
+   * Sees each unexpected error of the engine once: its worker dying (`phase: 'worker'`), failing to
+   * restart (`'restart'`: the engine then answers 500 for good), a failed forward pass (`'generation'`).
+   * Default: one line on stderr. A failed load rejects `createEngine` instead.
+   */
+  onError?: ErrorListener;
 }
 
 /** Sampling defaults from the model's `generation_config.json`; absent fields were not in it. */

@@ -1,6 +1,9 @@
 import { Worker } from 'node:worker_threads';
 import { resolve } from 'node:path';
-import { GenerationError, InferenceError, UnavailableError, ValidationError, deserializeError } from '../errors.js';
+import {
+  GenerationError, InferenceError, ModelLoadError, UnavailableError, ValidationError, deserializeError, logError,
+  type ErrorListener, type ErrorPhase,
+} from '../errors.js';
 import { validateParameters } from '../params.js';
 import { checkEngineOptions } from './config.js';
 import type {
@@ -25,10 +28,16 @@ import { RequestState } from './request-state.js';
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   // Bad options reject here, before a model is fetched or loaded.
   checkEngineOptions(options, 'createEngine');
-  const resolved = { ...options, model: resolve(options.model) };
+  // A function cannot cross to the worker; the engine keeps it.
+  const { onError = logError, ...workerOptions } = options;
+  const resolved = { ...workerOptions, model: resolve(options.model) };
   const { worker, info } = await startWorker(resolved);
-  return new WorkerEngine(worker, info, resolved);
+  return new WorkerEngine(worker, info, resolved, onError);
 }
+
+/** A dead worker is restarted up to this many times, waiting 0.5 s, then 1 s, between attempts. */
+const RESTART_ATTEMPTS = 3;
+const RESTART_BACKOFF_MS = 500;
 
 class WorkerEngine implements Engine {
   private readonly requests = new Map<number, RequestState>();
@@ -36,7 +45,8 @@ class WorkerEngine implements Engine {
   private nextId = 1;
   private readonly passListeners = new Set<(pass: ForwardPassRecord) => void>();
   private latest: EngineStats = { queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: true, workerMemoryBytes: 0 };
-  private stopping: UnavailableError | null = null;
+  /** Why the engine refuses all work: shutting down (503), or failed for good (500). */
+  private stopping: InferenceError | null = null;
   private restarting: Promise<void> | null = null;
   /** The health probe under way, shared by concurrent callers. */
   private probe: Promise<boolean> | null = null;
@@ -44,7 +54,13 @@ class WorkerEngine implements Engine {
   private readonly exited: Promise<void>;
   private markExited!: () => void;
 
-  constructor(worker: Worker, readonly info: ModelInfo, private readonly options: EngineOptions) {
+  constructor(
+    worker: Worker,
+    readonly info: ModelInfo,
+    private readonly options: EngineOptions,
+    private readonly onError: ErrorListener,
+  ) {
+
     this.exited = new Promise((done) => (this.markExited = done));
     this.attach(worker);
   }
@@ -52,29 +68,56 @@ class WorkerEngine implements Engine {
   private attach(worker: Worker): void {
     this.worker = worker;
     worker.on('message', (message: FromWorker) => this.receive(message));
-    worker.on('error', () => {});
-    worker.once('exit', () => this.onExit(worker));
+    // An uncaught exception in the worker (its loop failed) comes as 'error', then 'exit'.
+    let crashed = false;
+    worker.on('error', (error) => {
+      crashed = true;
+      this.report(error, 'worker');
+    });
+    worker.once('exit', (code) => this.onExit(worker, code, crashed));
+  }
+
+  private report(error: unknown, phase: ErrorPhase): void {
+    this.onError(error, { route: null, phase });
   }
 
   /** A worker that dies fails its requests and is replaced; the host process never goes down with it. */
-  private onExit(worker: Worker): void {
+  private onExit(worker: Worker, code: number, crashed: boolean): void {
     if (worker !== this.worker) return;
     this.latest = { ...this.latest, queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: false };
     if (this.stopping) {
       this.failAll(this.stopping);
       return this.markExited();
     }
+    if (!crashed) this.report(new Error(`The engine worker exited unexpectedly with code ${code}`), 'worker');
     this.failAll(new GenerationError('the engine worker stopped unexpectedly; it is being restarted'));
-    this.restarting = startWorker(this.options)
-      .then(({ worker: next }) => {
-        this.attach(next);
+    this.restarting = this.restart().finally(() => (this.restarting = null));
+  }
+
+  /**
+   * Starts a new worker, retrying a few times: a worker that died of a passing cause (memory) may load
+   * again. When none does, the engine has failed for good, as if its model had failed to load: every
+   * call gets that 500, with no `Retry-After` to make clients retry forever.
+   */
+  private async restart(): Promise<void> {
+    let failure: unknown;
+    for (let attempt = 0; attempt < RESTART_ATTEMPTS; attempt += 1) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, RESTART_BACKOFF_MS * 2 ** (attempt - 1)));
+      if (this.stopping) return this.markExited();
+      try {
+        const { worker } = await startWorker(this.options);
+        this.attach(worker);
         this.latest = { ...this.latest, healthy: true };
-      })
-      .catch((error: Error) => {
-        this.stopping = new UnavailableError(`Engine worker could not be restarted: ${error.message}`);
-        this.markExited();
-      })
-      .finally(() => (this.restarting = null));
+        return;
+      } catch (error) {
+        failure = error;
+      }
+    }
+    const reason = failure instanceof Error ? failure.message : String(failure);
+    const error = new ModelLoadError(`The engine worker could not be restarted (${RESTART_ATTEMPTS} attempts): ${reason}`, failure);
+    this.stopping ??= error;
+    this.report(error, 'restart');
+    this.markExited();
   }
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
@@ -139,8 +182,8 @@ class WorkerEngine implements Engine {
     await this.exited;
   }
 
-  /** Refuses while the engine cannot take work: shutting down, closed, or replacing its worker. */
-  private unavailable(): UnavailableError | null {
+  /** Refuses while the engine cannot take work: shutting down, closed, failed, or replacing its worker. */
+  private unavailable(): InferenceError | null {
     if (this.stopping) return this.stopping;
     return this.restarting ? new UnavailableError('Engine is restarting after a worker failure') : null;
   }
@@ -185,7 +228,11 @@ class WorkerEngine implements Engine {
       case 'failed': {
         this.latest = message.stats;
         this.passListeners.forEach((listener) => listener(message.pass));
-        const error = deserializeError(message.error);
+        // The detail (an ONNX Runtime message naming graph nodes) is for the host's log, once per pass;
+        // the requests get a sentence of ours with the detail as its cause.
+        const detail = deserializeError(message.error);
+        this.report(detail, 'generation');
+        const error = new GenerationError('a forward pass failed', detail);
         return message.ids.forEach((id) => this.settle(id, error));
       }
       case 'reply': {
@@ -204,7 +251,7 @@ class WorkerEngine implements Engine {
     if (step.end) this.requests.delete(step.id);
   }
 
-  private settle(id: number, error: InferenceError): void {
+  private settle(id: number, error: Error): void {
     this.requests.get(id)?.reject(error);
     this.requests.delete(id);
   }

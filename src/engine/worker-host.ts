@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { UnavailableError, deserializeError } from '../errors.js';
+import { ModelLoadError, deserializeError } from '../errors.js';
 import type { EngineOptions, ModelInfo } from '../types.js';
 import type { FromWorker, WorkerInit } from './messages.js';
 
@@ -19,7 +19,7 @@ function spawnWorker(workerData: WorkerInit): Worker {
   return new Worker(code, { eval: true, workerData });
 }
 
-/** Starts a worker and waits until its model is loaded; a load failure rejects with the worker's error. */
+/** Starts a worker and waits until its model is loaded; any failure to get there is a ModelLoadError. */
 export async function startWorker(options: EngineOptions): Promise<{ worker: Worker; info: ModelInfo }> {
   const worker = spawnWorker({ options });
   let onMessage!: (message: FromWorker) => void;
@@ -31,8 +31,9 @@ export async function startWorker(options: EngineOptions): Promise<{ worker: Wor
         if (message.type === 'ready') resolve(message.info);
         else if (message.type === 'fatal') reject(deserializeError(message.error));
       };
-      onError = reject;
-      onExit = (code) => reject(new UnavailableError(`Engine worker exited while loading (code ${code})`));
+      // E.g. onnxruntime-node's native binding failing to load in the thread.
+      onError = (error) => reject(new ModelLoadError(`The engine worker failed while loading: ${error.message}`, error));
+      onExit = (code) => reject(new ModelLoadError(`The engine worker exited while loading (code ${code})`));
       worker.on('message', onMessage).once('error', onError).once('exit', onExit);
     });
     // Only our own listeners: Worker keeps internal ones that ref its message port.

@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
-import { InferenceError, TemplateError, ValidationError, serializeError } from '../errors.js';
+import { InferenceError, ModelLoadError, TemplateError, ValidationError, serializeError } from '../errors.js';
 import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
@@ -105,11 +105,17 @@ async function main(): Promise<void> {
   try {
     engine = await load(workerData as WorkerInit);
   } catch (error) {
-    const failure = InferenceError.isInstance(error) ? error : new InferenceError('model_load', String((error as Error).message ?? error));
+    const failure = InferenceError.isInstance(error) ? error : new ModelLoadError(error instanceof Error ? error.message : String(error), error);
     post({ type: 'fatal', error: serializeError(failure) });
     return;
   }
   const running = engine.loop.run();
+  // The loop guards its own steps, so its failure is a bug that leaves nothing to serve the requests:
+  // the thread ends with it as an uncaught exception, which the engine reports and replaces the worker
+  // for, whatever the host's --unhandled-rejections mode.
+  running.catch((error: unknown) => setImmediate(() => {
+    throw error;
+  }));
   port.on('message', (message: ToWorker) => {
     switch (message.type) {
       case 'submit': return submit(engine, message);

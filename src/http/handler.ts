@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { AdmissionController, engineAdmission } from '../admission.js';
 import { ENGINE_OPTION_NAMES, checkEngineOptions, checkIntegerOption } from '../engine/config.js';
 import { createEngine } from '../engine/engine.js';
-import { InferenceError, ModelLoadError, UnavailableError } from '../errors.js';
+import { InferenceError, ModelLoadError, UnavailableError, logError, type ErrorListener } from '../errors.js';
 import { errorResponse, type RouteFamily } from '../protocol/error-body.js';
 import type { CloseOptions, Engine, EngineOptions } from '../types.js';
 import { readJsonBody, type BodyCarrier } from './body.js';
@@ -26,6 +26,13 @@ export interface HandlerOptions {
   keepAliveMs?: number;
   /** Prometheus metrics at `/metrics`: on by default in a registry of our own; pass the host's registry to join it, or `false`. */
   metrics?: MetricsOptions | false;
+  /**
+   * Sees each unexpected error once, with `{ route, phase }`: a route failing with an error that is not
+   * one of ours (`'request'`: the client got a generic 500), the model failing to load (`'load'`), and
+   * the errors of the engine this handler loads (`'worker'`, `'restart'`, `'generation'`; a shared
+   * engine reports those to its own `onError`). Clients never see the details. Default: one line on stderr.
+   */
+  onError?: ErrorListener;
   /**
    * `auto` (default): the OpenAI routes take the sampling fields a request leaves unset (temperature,
    * top_p, top_k, repetition_penalty) from the model's generation_config.json, as vLLM's
@@ -116,24 +123,39 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   }
   const admission = new AdmissionController({ maxConcurrentRequests });
   const metrics = metricsOptions === false ? null : createMetrics(metricsOptions);
+  const onError: ErrorListener = options.onError ?? logError;
   let engine: Engine | null = shared ?? null;
-  let loadError: unknown = null;
+  // A failed load, or an own engine whose worker could not be restarted: every route answers 500 with
+  // it. Not 503: the failure is permanent, and @huggingface/inference retries a 503 at once, forever.
+  let failure: InferenceError | null = null;
+  const fail = (error: unknown) => {
+    failure = ModelLoadError.isInstance(error) ? error : new ModelLoadError(`Model failed to load: ${messageOf(error)}`, error);
+  };
   const loading: Promise<Engine> = shared
     ? Promise.resolve(shared)
-    : createEngine(engineOptions as EngineOptions).then((e) => (engine = e), (error) => {
-        loadError = error;
+    : createEngine({
+        ...(engineOptions as EngineOptions),
+        onError: (error, context) => {
+          if (context.phase === 'restart') fail(error);
+          onError(error, context);
+        },
+      }).then((e) => (engine = e), (error: unknown) => {
+        fail(error);
+        onError(error, { route: null, phase: 'load' });
         throw error;
       });
   loading.catch(() => {});
 
   const ctx: HandlerContext = {
     engine: () => {
+      if (failure) throw failure;
       if (engine) return engine;
-      // Not 503: a failed load is permanent, and @huggingface/inference retries a 503 at once, forever.
-      if (loadError) throw new ModelLoadError(`Model failed to load: ${(loadError as Error).message}`, loadError);
       throw new UnavailableError('Model is loading');
     },
-    healthy: async () => engine !== null && (await engine.health()),
+    healthy: async () => {
+      if (failure) throw failure;
+      return engine !== null && (await engine.health());
+    },
     admission,
     bodyLimit,
     stallTimeoutMs,
@@ -167,6 +189,8 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
         if (route.method === 'POST') body = await readJsonBody(req, bodyLimit);
         await route.serve(ctx, res, body);
       } catch (error) {
+        // Ours are answers (a 4xx, a 503 while loading); anything else is a bug, for the host's log.
+        if (!InferenceError.isInstance(error)) onError(error, { route: routePath(path), phase: 'request' });
         sendError(res, errorResponse(error, route.family));
       }
     },
@@ -180,6 +204,10 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
       await loaded?.close(closeOptions);
     },
   };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 async function serveMetrics(ctx: HandlerContext, res: ServerResponse): Promise<void> {

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { acquireAll } from '../admission.js';
-import { OverloadedError } from '../errors.js';
+import { InferenceError, OverloadedError } from '../errors.js';
 import { errorResponse, inStreamErrorFrame, type RouteFamily } from '../protocol/error-body.js';
 import type { EndEvent, Engine, Generation, GenerationEvent } from '../types.js';
 import type { HandlerContext } from './context.js';
@@ -64,6 +64,8 @@ export async function serveGeneration(ctx: HandlerContext, res: ServerResponse, 
       ctx.metrics?.failure(errorType(error));
       if (!res.headersSent) sendError(res, errorResponse(error, spec.family));
       else await writer.write(inStreamErrorFrame(error, spec.family));
+      // Not one of ours: a bug. The client has its generic 500; the handler reports the error with its route.
+      if (!InferenceError.isInstance(error)) throw error;
     }
   } finally {
     permit.release();
@@ -96,5 +98,5 @@ async function collect(generation: Generation, each?: (event: GenerationEvent) =
 }
 
 function errorType(error: unknown): string {
-  return (error as { errorType?: string })?.errorType ?? 'generation';
+  return InferenceError.isInstance(error) ? error.errorType : 'internal';
 }

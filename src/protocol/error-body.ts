@@ -10,13 +10,16 @@
  * | incomplete_generation  | 500    | server_error           |
  * | model_load             | 500    | server_error           |
  * | unavailable            | 503    | server_error           |
+ * | upstream_unavailable   | 502    | server_error           |
  * | invalid_request (JSON) | 400    | invalid_request_error  |
  * | anything else          | 500    | server_error           |
  *
  * OpenAI's `code` carries TGI's `error_type`, so both families expose the same machine-readable
  * reason. 429 and 503 carry `Retry-After: 1` and `retry-after-ms: 1000`, which the openai SDK
  * honours on its retries. An error that is not an `InferenceError` is a bug of ours: its message
- * may hold internals, so the client gets a generic 500.
+ * may hold internals, so the client gets a generic 500 `internal`. The message of a 500 of ours may
+ * name a file or an ONNX node too, so the client reads a fixed sentence instead; the host's
+ * `onError` has the details.
  */
 import { InferenceError } from '../errors.js';
 import { DONE_FRAME, openaiJsonFrame, tgiJsonFrame } from './sse.js';
@@ -87,11 +90,19 @@ export function openaiErrorBody(err: unknown): OpenAIErrorBody {
   return openaiBody(toPublicError(err));
 }
 
+/** What a client reads of a 500: the message itself may hold a path or an ONNX node name. */
+const HIDDEN_MESSAGE: Record<string, string> = {
+  model_load: 'Model failed to load',
+  incomplete_generation: 'Incomplete generation: the engine shut down',
+  upstream_unavailable: 'No upstream server is reachable',
+};
+
 function toPublicError(err: unknown): PublicError {
-  if (InferenceError.isInstance(err)) {
-    return { status: err.status, errorType: err.errorType, message: err.message, param: err.param };
-  }
-  return { status: 500, errorType: 'internal', message: 'Internal server error', param: null };
+  if (!InferenceError.isInstance(err)) return { status: 500, errorType: 'internal', message: 'Internal server error', param: null };
+  // A 503 says which passing state to wait out (loading, restarting, shutting down), in words of ours only.
+  const shown = err.status < 500 || err.status === 503;
+  const message = shown ? err.message : HIDDEN_MESSAGE[err.errorType] ?? 'Internal server error';
+  return { status: err.status, errorType: err.errorType, message, param: err.param };
 }
 
 function respond(error: PublicError, family: RouteFamily): ErrorResponse {

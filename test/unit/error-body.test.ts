@@ -21,8 +21,8 @@ describe('errorResponse: one table for both route families', () => {
     [new TemplateError('no chat template'), 422, JSON_TYPE, 'template_error', 'invalid_request_error', null],
     [new OverloadedError(), 429, RETRY, 'overloaded', 'rate_limit_error', null],
     [new GenerationError('shard failed'), 424, JSON_TYPE, 'generation', 'server_error', null],
-    [new InferenceError('incomplete_generation', 'Incomplete generation'), 500, JSON_TYPE, 'incomplete_generation', 'server_error', null],
-    [new ModelLoadError('onnx/model.onnx is missing'), 500, JSON_TYPE, 'model_load', 'server_error', null],
+    [new InferenceError('incomplete_generation', 'Incomplete generation: the engine shut down'), 500, JSON_TYPE, 'incomplete_generation', 'server_error', null],
+    [new ModelLoadError('Model failed to load'), 500, JSON_TYPE, 'model_load', 'server_error', null],
     [new UnavailableError('the engine is shutting down'), 503, RETRY, 'unavailable', 'server_error', null],
   ])('%s → %i', (err, status, headers, errorType, openaiType, param) => {
     const tgi = errorResponse(err, 'tgi');
