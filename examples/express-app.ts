@@ -12,7 +12,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
-import { ensureFixtureModel } from 'streaming-inference';
+import { ensureFixtureModel } from 'streaming-inference/fixture';
 import { streamingInference } from 'streaming-inference/express';
 
 export interface ExpressAppOptions {

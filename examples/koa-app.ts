@@ -9,7 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import Koa, { type Middleware } from 'koa';
-import { ensureFixtureModel } from 'streaming-inference';
+import { ensureFixtureModel } from 'streaming-inference/fixture';
 import { streamingInference } from 'streaming-inference/koa';
 
 export interface KoaAppOptions {

@@ -6,7 +6,7 @@
  * with 10 layers; `tiny`; `bench`), `DEMO_API_KEY` (require it on the generation routes).
  */
 import { fileURLToPath } from 'node:url';
-import { ensureFixtureModel, type FixtureSize } from 'streaming-inference';
+import { ensureFixtureModel, type FixtureSize } from 'streaming-inference/fixture';
 import { startExpressApp, type RunningApp } from './express-app.js';
 
 export interface DemoOptions {

@@ -1,16 +1,20 @@
 /**
- * streaming-inference: the framework-agnostic core. Adapters live in `streaming-inference/express`
- * and `streaming-inference/koa`.
+ * streaming-inference: the framework-agnostic core: the engine, the node:http request handler, the
+ * errors and the public types. Adapters live in `streaming-inference/express` and
+ * `streaming-inference/koa`, the wire-format encoders in `streaming-inference/protocol`, and the
+ * fixture-model builder in `streaming-inference/fixture`.
  */
 export { createEngine } from './engine/engine.js';
 // The request handler over node:http, for servers without Express or Koa (the CLI uses it).
-export {
-  createInferenceHandler, createMetrics, type InferenceHandler, type Metrics, type MetricsOptions, type StreamingInferenceOptions,
-} from './http/index.js';
-export { AdmissionController, type Permit } from './admission.js';
+export { createInferenceHandler, type InferenceHandler, type MetricsOptions, type StreamingInferenceOptions } from './http/index.js';
+// The type of `handler.admission`; the handler makes its own.
+export type { AdmissionController } from './admission.js';
 export {
   InferenceError, ValidationError, OverloadedError, GenerationError, TemplateError, UnavailableError, ModelLoadError,
-  type ErrorType,
+  type ErrorType, type ErrorContext, type ErrorListener, type ErrorPhase,
 } from './errors.js';
-export { buildFixtureModel, ensureFixtureModel, type FixtureOptions, type FixtureSize } from './fixture/index.js';
-export type * from './types.js';
+export type {
+  ChatGenerateRequest, ChatMessage, CloseOptions, EndEvent, Engine, EngineOptions, EngineStats, FinishReason,
+  ForwardPassRecord, GenerateOptions, GenerateParameters, GenerateRequest, Generation, GenerationEvent,
+  GenerationTimings, ModelInfo, PrefillToken, Token, TokenEvent, TokenizedToken, ValidationLimits,
+} from './types.js';

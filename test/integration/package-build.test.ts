@@ -20,8 +20,8 @@ async function generateWith(mod: { createEngine: (o: { model: string }) => Promi
 }
 
 describe('the built package', () => {
-  it('has ESM and CJS entries with type declarations for ".", "./express" and "./koa"', () => {
-    for (const name of ['index', 'express', 'koa']) {
+  it('has ESM and CJS entries with type declarations for ".", "./express", "./koa", "./protocol" and "./fixture"', () => {
+    for (const name of ['index', 'express', 'koa', 'protocol', 'fixture']) {
       for (const ext of ['.js', '.cjs', '.d.ts', '.d.cts']) expect(existsSync(new URL(name + ext, dist))).toBe(true);
     }
   });
