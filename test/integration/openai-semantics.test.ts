@@ -208,14 +208,14 @@ describe('chat_template_kwargs', () => {
     async (key) => {
       const res = await post(`${servers.tuned.url}/v1/chat/completions`, { messages: MESSAGES, chat_template_kwargs: { [key]: [] } });
       expect(res.status).toBe(422);
-      expect((await res.json()).error).toMatchObject({ type: 'invalid_request_error', param: `chat_template_kwargs.${key}` });
+      expect(((await res.json()) as { error: unknown }).error).toMatchObject({ type: 'invalid_request_error', param: `chat_template_kwargs.${key}` });
     },
   );
 
   it('refuses a value that is not an object', async () => {
     const res = await post(`${servers.tuned.url}/v1/chat/completions`, { messages: MESSAGES, chat_template_kwargs: 'enable_thinking' });
     expect(res.status).toBe(422);
-    expect((await res.json()).error.param).toBe('chat_template_kwargs');
+    expect(((await res.json()) as { error: { param: string } }).error.param).toBe('chat_template_kwargs');
   });
 });
 
@@ -230,7 +230,7 @@ describe('/tokenize validates parameters as /generate does', () => {
   ])('422 for parameters that are %s', async (_label, parameters) => {
     const res = await post(`${servers.tiny.url}/tokenize`, { inputs: 'Hello world', parameters });
     expect(res.status).toBe(422);
-    expect((await res.json()).error_type).toBe('validation');
+    expect(((await res.json()) as { error_type: string }).error_type).toBe('validation');
   });
 
   it('tokenizes with valid parameters; truncate keeps the last tokens with their offsets', async () => {

@@ -33,7 +33,7 @@ afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-const send = async (body: BodyInit | undefined, headers: Record<string, string> = {}) => {
+const send = async (body: RequestInit['body'], headers: Record<string, string> = {}) => {
   const res = await fetch(url, { method: 'POST', body, headers, ...(body instanceof ReadableStream ? { duplex: 'half' } : {}) } as RequestInit);
   return { status: res.status, text: await res.text() };
 };
