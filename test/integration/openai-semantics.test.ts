@@ -190,6 +190,18 @@ describe("the model's generation_config.json on the OpenAI routes", () => {
   });
 });
 
+describe("TGI's POST / keeps TGI's defaults", () => {
+  it('without parameters it samples (TGI fills in do_sample: true) and returns the prompt with the text', async () => {
+    const { json: greedy } = await postForJson(`${servers.tiny.url}/`, { inputs: PROMPT, parameters: { max_new_tokens: 8, do_sample: false } });
+    expect(greedy[0].generated_text.startsWith(PROMPT)).toBe(true);
+    const texts = await Promise.all(
+      [1, 2].map(async () => (await postForJson(`${servers.tiny.url}/`, { inputs: PROMPT })).json[0].generated_text as string),
+    );
+    expect(texts.every((text) => text.startsWith(PROMPT))).toBe(true);
+    expect(texts.some((text) => !text.startsWith(greedy[0].generated_text))).toBe(true);
+  });
+});
+
 describe('chat_template_kwargs', () => {
   const promptTokens = async (kwargs?: Record<string, unknown>) => {
     const body = { messages: MESSAGES, max_tokens: 1, ...(kwargs ? { chat_template_kwargs: kwargs } : {}) };
