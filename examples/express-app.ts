@@ -15,9 +15,14 @@ import express, { type ErrorRequestHandler, type RequestHandler } from 'express'
 import { ensureFixtureModel } from 'streaming-inference/fixture';
 import { streamingInference } from 'streaming-inference/express';
 
+type LlmOptions = Parameters<typeof streamingInference>[0];
+
 export interface ExpressAppOptions {
-  /** A model directory in the Hugging Face ONNX layout. */
+  /** A model directory in the Hugging Face ONNX layout, or a Hub id `org/name`. */
   model: string;
+  /** Which ONNX file of the model (e.g. `q4`), and the download progress of a model given by Hub id. */
+  dtype?: LlmOptions['dtype'];
+  onProgress?: LlmOptions['onProgress'];
   /** Default 3000; 0 picks a free port. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -83,8 +88,8 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
  * await app.close();
  */
 export async function startExpressApp(options: ExpressAppOptions): Promise<RunningApp> {
-  const { model, port = 3000, host = '127.0.0.1', apiKey, quiet = false, maxConcurrentRequests = 8 } = options;
-  const llm = streamingInference({ model, maxConcurrentRequests });
+  const { model, dtype, onProgress, port = 3000, host = '127.0.0.1', apiKey, quiet = false, maxConcurrentRequests = 8 } = options;
+  const llm = streamingInference({ model, dtype, onProgress, maxConcurrentRequests });
   const started = Date.now();
 
   const app = express();

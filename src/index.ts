@@ -5,6 +5,8 @@
  * fixture-model builder in `streaming-inference/fixture`.
  */
 export { createEngine } from './engine/engine.js';
+// An `onProgress` for a model given by Hub id: one line on a terminal (what the CLI and `npm start` print).
+export { describeProgress, progressPrinter } from './hub/progress.js';
 // The request handler over node:http, for servers without Express or Koa (the CLI uses it).
 export { createInferenceHandler, type InferenceHandler, type MetricsOptions, type StreamingInferenceOptions } from './http/index.js';
 // The type of `handler.admission`; the handler makes its own.
@@ -14,7 +16,7 @@ export {
   type ErrorType, type ErrorContext, type ErrorListener, type ErrorPhase,
 } from './errors.js';
 export type {
-  ChatGenerateRequest, ChatMessage, CloseOptions, EndEvent, Engine, EngineOptions, EngineStats, FinishReason,
-  ForwardPassRecord, GenerateOptions, GenerateParameters, GenerateRequest, Generation, GenerationEvent,
+  ChatGenerateRequest, ChatMessage, CloseOptions, DownloadProgress, Dtype, EndEvent, Engine, EngineOptions, EngineStats, FinishReason,
+  ForwardPassRecord, GenerateOptions, GenerateParameters, GenerateRequest, Generation, GenerationDefaults, GenerationEvent,
   GenerationTimings, ModelInfo, PrefillToken, Token, TokenEvent, TokenizedToken, ValidationLimits,
 } from './types.js';

@@ -173,6 +173,23 @@ export interface Generation extends AsyncIterable<GenerationEvent> {
   readonly accepted: Promise<{ inputLength: number }>;
 }
 
+/** How far the download of a model given by Hub id has got (`onProgress`). */
+export interface DownloadProgress {
+  /** `org/name`. */
+  repo: string;
+  /** The file being downloaded. */
+  file: string;
+  /** Bytes in the cache so far, of `totalBytes`: all the files the cache lacked when the load started. */
+  downloadedBytes: number;
+  totalBytes: number;
+  /** Average since the download started. */
+  bytesPerSecond: number;
+  /** null until there is a rate to go by. */
+  etaSeconds: number | null;
+  /** The last report: every file is in the cache. */
+  done: boolean;
+}
+
 /**
  * An ONNX file variant, named as transformers.js v4 names them: `fp32` is `model.onnx`, `q8` is
  * `model_quantized.onnx`, the others `model_{dtype}.onnx`.
@@ -184,7 +201,11 @@ export type Dtype = 'fp32' | 'fp16' | 'q8' | 'int8' | 'uint8' | 'q4' | 'q4f16' |
  * model loads); defaults that depend on the model are filled in at load.
  */
 export interface EngineOptions {
-  /** A model directory in the Hugging Face ONNX layout. */
+  /**
+   * A model directory in the Hugging Face ONNX layout, or a Hub id `org/name` (`org/name@revision`
+   * to pin a branch, tag or commit): the files the `dtype` needs are downloaded into the Hugging Face
+   * cache (`HF_HUB_CACHE`, `HF_HOME`, `HF_TOKEN`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply) and loaded from there.
+   */
   model: string;
   /**
    * Which ONNX file: `onnx/model{suffix}.onnx`, `model{suffix}.onnx`, then the same names with
@@ -217,8 +238,10 @@ export interface EngineOptions {
   maxStopSequences?: number;
   maxTopNTokens?: number;
   maxBestOf?: number;
-  /** The name reported as `model_id`; default the directory's base name. */
+  /** The name reported as `model_id`; default the Hub id, or the directory's base name. */
   modelId?: string;
+  /** Called while a model given by Hub id downloads (at most ten times a second, and once when done). */
+  onProgress?: (progress: DownloadProgress) => void;
   /**
    * Sees each unexpected error of the engine once: its worker dying (`phase: 'worker'`), failing to
    * restart (`'restart'`: the engine then answers 500 for good), a failed forward pass (`'generation'`).

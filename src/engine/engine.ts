@@ -1,5 +1,4 @@
 import { Worker } from 'node:worker_threads';
-import { resolve } from 'node:path';
 import {
   GenerationError, InferenceError, ModelLoadError, UnavailableError, ValidationError, deserializeError, logError,
   type ErrorListener, type ErrorPhase,
@@ -12,6 +11,7 @@ import type {
 } from '../types.js';
 import { EventChannel } from './event-channel.js';
 import type { FromWorker, Prompt, StepToken, ToWorker } from './messages.js';
+import { resolveEngineModel } from '../hub/index.js';
 import { startWorker } from './worker-host.js';
 import { RequestState } from './request-state.js';
 
@@ -30,7 +30,8 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   checkEngineOptions(options, 'createEngine');
   // A function cannot cross to the worker; the engine keeps it.
   const { onError = logError, ...workerOptions } = options;
-  const resolved = { ...workerOptions, model: resolve(options.model) };
+  // A Hub id is downloaded (or found in the cache) here, before the worker starts.
+  const resolved = await resolveEngineModel(workerOptions);
   const { worker, info } = await startWorker(resolved);
   return new WorkerEngine(worker, info, resolved, onError);
 }

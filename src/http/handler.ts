@@ -5,7 +5,8 @@ import { ENGINE_OPTION_NAMES, checkEngineOptions, checkIntegerOption } from '../
 import { createEngine } from '../engine/engine.js';
 import { InferenceError, ModelLoadError, UnavailableError, logError, type ErrorListener } from '../errors.js';
 import { errorResponse, type RouteFamily } from '../protocol/error-body.js';
-import type { CloseOptions, Engine, EngineOptions } from '../types.js';
+import { describeProgress } from '../hub/progress.js';
+import type { CloseOptions, DownloadProgress, Engine, EngineOptions } from '../types.js';
 import { readJsonBody, type BodyCarrier } from './body.js';
 import type { HandlerContext } from './context.js';
 import { createMetrics, type MetricsOptions } from './metrics.js';
@@ -128,6 +129,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   // A failed load, or an own engine whose worker could not be restarted: every route answers 500 with
   // it. Not 503: the failure is permanent, and @huggingface/inference retries a 503 at once, forever.
   let failure: InferenceError | null = null;
+  let download: DownloadProgress | null = null;
   const fail = (error: unknown) => {
     failure = ModelLoadError.isInstance(error) ? error : new ModelLoadError(`Model failed to load: ${messageOf(error)}`, error);
   };
@@ -135,6 +137,10 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     ? Promise.resolve(shared)
     : createEngine({
         ...(engineOptions as EngineOptions),
+        onProgress: (progress) => {
+          download = progress;
+          engineOptions.onProgress?.(progress);
+        },
         onError: (error, context) => {
           if (context.phase === 'restart') fail(error);
           onError(error, context);
@@ -150,7 +156,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
     engine: () => {
       if (failure) throw failure;
       if (engine) return engine;
-      throw new UnavailableError('Model is loading');
+      throw new UnavailableError(download && !download.done ? `Model is loading: ${describeProgress(download)}` : 'Model is loading');
     },
     healthy: async () => {
       if (failure) throw failure;

@@ -1,0 +1,118 @@
+import { join } from 'node:path';
+import { listFiles, modelInfo } from '@huggingface/hub';
+import { ModelLoadError } from '../errors.js';
+import { MODEL_CONFIG_FILES, type ModelConfigFiles, type ModelFileOptions, planModelFiles, readJsonFile } from '../engine/model-dir.js';
+import type { DownloadProgress } from '../types.js';
+import { RepoCache } from './cache-layout.js';
+import { type RemoteFile, cacheFile } from './download.js';
+import { type HubModelId, isCommitHash } from './hub-id.js';
+import { type HubTarget, hubFailure, isNetworkError, networkCause } from './hub-errors.js';
+import { ProgressMeter } from './progress.js';
+import { type HubSettings, hubSettings } from './settings.js';
+
+export interface ResolveOptions extends ModelFileOptions {
+  onProgress?: (progress: DownloadProgress) => void;
+  /** Defaults from the environment (`hubSettings()`). */
+  settings?: Partial<HubSettings>;
+}
+
+export interface ResolvedHubModel {
+  /** The snapshot directory in the cache, to load from. */
+  dir: string;
+  repo: string;
+  revision: string;
+  commit: string;
+}
+
+/**
+ * Puts the files a model needs for `dtype` into the Hugging Face cache and returns its snapshot
+ * directory: the small JSON and tokenizer files first, then the ONNX file(s) the loader's own plan
+ * picks from the repository's listing. Files already cached are not requested again; without
+ * network (HF_HUB_OFFLINE=1, or the Hub unreachable) the cached snapshot is used as it is.
+ *
+ * @example
+ * const { dir } = await resolveHubModel({ repo: 'onnx-community/Qwen2.5-0.5B-Instruct', revision: 'main' }, { dtype: 'q4' });
+ */
+export async function resolveHubModel(id: HubModelId, options: ResolveOptions = {}): Promise<ResolvedHubModel> {
+  const settings = hubSettings(options.settings);
+  const cache = new RepoCache(settings.cacheDir, id.repo);
+  const target: HubTarget = { ...id, endpoint: settings.endpoint };
+  if (settings.offline) return fromCache(id, cache, options, 'HF_HUB_OFFLINE=1');
+  let commit: string;
+  try {
+    commit = (await modelInfo({ ...credentials(settings), name: id.repo, revision: id.revision, additionalFields: ['sha'] })).sha!;
+  } catch (error) {
+    if (!isNetworkError(error)) throw hubFailure(error, target);
+    // As huggingface_hub does: without network, what the cache has will do.
+    return fromCache(id, cache, options, `${id.repo}@${id.revision}: cannot reach ${settings.endpoint} (${networkCause(error)})`);
+  }
+  if (id.revision !== commit) await cache.writeRef(id.revision, commit);
+  const listing = await listRepo(id, commit, settings, target);
+  const meter = new ProgressMeter(id.repo, options.onProgress);
+  const ensure = async (paths: string[]) => {
+    const missing: RemoteFile[] = [];
+    for (const path of paths) {
+      const file = listing.get(path)!;
+      if (!(await cache.has(commit, path, file.size))) missing.push(file);
+    }
+    for (const file of missing) if (!(await cache.hasBlob(file.oid, file.size))) meter.expect(file.size);
+    for (const file of missing) await cacheFile(file, { cache, commit, settings, target, meter });
+  };
+  const configs = PLAN_CONFIG_FILES.filter((path) => listing.has(path));
+  if (configs.length === 0) {
+    throw new ModelLoadError(`${id.repo}@${id.revision} has neither config.json nor genai_config.json: it is not a model in the Hugging Face layout`);
+  }
+  // The configs the plan reads first, then the rest in one go, so the progress counts up once.
+  await ensure(configs);
+  const dir = cache.snapshotDir(commit);
+  const plan = planModelFiles([...listing.keys()], await readConfigs(dir), options, `${id.repo}@${id.revision}`);
+  const small = MODEL_CONFIG_FILES.filter((path) => listing.has(path) && !PLAN_CONFIG_FILES.includes(path));
+  await ensure([...small, plan.onnx, ...plan.externalData]);
+  meter.finish();
+  return { dir, repo: id.repo, revision: id.revision, commit };
+}
+
+function credentials(settings: HubSettings) {
+  return { hubUrl: settings.endpoint, accessToken: settings.token };
+}
+
+async function listRepo(id: HubModelId, commit: string, settings: HubSettings, target: HubTarget): Promise<Map<string, RemoteFile>> {
+  const files = new Map<string, RemoteFile>();
+  try {
+    for await (const entry of listFiles({ ...credentials(settings), repo: { type: 'model', name: id.repo }, revision: commit, recursive: true })) {
+      if (entry.type !== 'file') continue;
+      const lfs = entry.lfs ?? null;
+      files.set(entry.path, { path: entry.path, size: entry.size, oid: lfs ? lfs.oid : entry.oid!, lfs: lfs !== null });
+    }
+  } catch (error) {
+    throw hubFailure(error, target);
+  }
+  return files;
+}
+
+/** The configs the plan reads, by their field in ModelConfigFiles. */
+const PLAN_CONFIGS = { config: 'config.json', genai: 'genai_config.json' } as const;
+const PLAN_CONFIG_FILES: readonly string[] = Object.values(PLAN_CONFIGS);
+
+async function readConfigs(dir: string): Promise<ModelConfigFiles> {
+  return { config: await readJsonFile(join(dir, PLAN_CONFIGS.config)), genai: await readJsonFile(join(dir, PLAN_CONFIGS.genai)) };
+}
+
+/** The cached snapshot as it is; the plan says which dtypes it has when the one asked for is not there. */
+async function fromCache(id: HubModelId, cache: RepoCache, options: ResolveOptions, reason: string): Promise<ResolvedHubModel> {
+  const commit = isCommitHash(id.revision) ? id.revision : await cache.readRef(id.revision);
+  const cached = commit ? await cache.snapshotFiles(commit) : [];
+  if (!commit || cached.length === 0) {
+    throw new ModelLoadError(
+      `${reason}, and ${id.repo}@${id.revision} is not in the Hugging Face cache ${cache.cacheDir}. ` +
+        `Fetch it with network first: streaming-inference download ${id.repo}${options.dtype ? ` --dtype ${options.dtype}` : ''}`,
+    );
+  }
+  const dir = cache.snapshotDir(commit);
+  try {
+    planModelFiles(cached, await readConfigs(dir), options, dir);
+  } catch (error) {
+    throw new ModelLoadError(`${reason}, and the cached snapshot of ${id.repo}@${id.revision} does not have it: ${(error as Error).message}`, error);
+  }
+  return { dir, repo: id.repo, revision: id.revision, commit };
+}

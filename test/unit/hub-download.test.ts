@@ -1,0 +1,160 @@
+import { randomBytes } from 'node:crypto';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { scanCachedRepo } from '@huggingface/hub';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ModelLoadError } from '../../src/errors.js';
+import { RepoCache } from '../../src/hub/cache-layout.js';
+import { type RemoteFile, cacheFile } from '../../src/hub/download.js';
+import { withFileLock } from '../../src/hub/file-lock.js';
+import { ProgressMeter } from '../../src/hub/progress.js';
+import { hubSettings } from '../../src/hub/settings.js';
+import type { DownloadProgress } from '../../src/types.js';
+import { FakeHub, GRANTED_TOKEN } from '../support/hub-server.js';
+
+const REPO = 'acme/tiny';
+const weights = randomBytes(300_000);
+const config = Buffer.from('{"model_type":"llama"}\n');
+
+let hub: FakeHub;
+const commits: Record<string, string> = {};
+let commit: string;
+let cacheDir: string;
+
+beforeAll(async () => {
+  hub = await new FakeHub().start();
+  commit = hub.addRepo(REPO, { 'onnx/model.onnx': weights, 'config.json': config });
+  commits[REPO] = commit;
+  commits['acme/gated'] = hub.addRepo('acme/gated', { 'config.json': config }, { gated: true });
+});
+afterAll(() => hub.close());
+beforeEach(async () => {
+  cacheDir = await mkdtemp(join(tmpdir(), 'hub-download-'));
+  hub.requests.length = 0;
+});
+afterEach(() => rm(cacheDir, { recursive: true, force: true }));
+
+function remote(repo: string, path: string): RemoteFile {
+  const { size, oid, lfs } = { ...hub.file(repo, path), size: hub.file(repo, path).bytes.length };
+  return { path, size, oid, lfs };
+}
+
+function context(repo = REPO, token?: string, progress: DownloadProgress[] = []) {
+  const settings = hubSettings({ endpoint: hub.url, cacheDir, token, offline: false });
+  const meter = new ProgressMeter(repo, (p) => progress.push(p));
+  return { cache: new RepoCache(cacheDir, repo), commit: commits[repo], settings, target: { repo, revision: 'main', endpoint: hub.url }, meter };
+}
+
+const snapshotFile = (path: string) => join(cacheDir, 'models--acme--tiny', 'snapshots', commit, path);
+const blobs = () => readdir(join(cacheDir, 'models--acme--tiny', 'blobs')).catch(() => [] as string[]);
+
+describe('cacheFile', () => {
+  it('follows the redirect of an LFS file into blobs/<sha256>, linked from the snapshot as huggingface_hub lays it out', async () => {
+    const file = remote(REPO, 'onnx/model.onnx');
+    const progress: DownloadProgress[] = [];
+    const ctx = context(REPO, undefined, progress);
+    ctx.meter.expect(file.size);
+    await cacheFile(file, ctx);
+    ctx.meter.finish();
+
+    expect((await readFile(snapshotFile('onnx/model.onnx'))).equals(weights)).toBe(true);
+    expect(await readlink(snapshotFile('onnx/model.onnx'))).toBe(`../../../blobs/${file.oid}`);
+    expect(await blobs()).toEqual([file.oid]);
+    // The library's probe (bytes=0-0) resolves the redirect; the bytes come from the CDN path in one GET.
+    expect(hub.downloads()).toEqual(['/acme/tiny/resolve/' + commit + '/onnx/model.onnx', '/cdn/acme/tiny/onnx/model.onnx', '/cdn/acme/tiny/onnx/model.onnx']);
+    expect(progress.at(-1)).toMatchObject({ repo: REPO, downloadedBytes: file.size, totalBytes: file.size, done: true });
+    // @huggingface/hub's own cache scanner reads what we wrote (it does not look into snapshot subfolders).
+    await cacheFile(remote(REPO, 'config.json'), ctx);
+    await ctx.cache.writeRef('main', commit);
+    const scanned = await scanCachedRepo(join(cacheDir, 'models--acme--tiny'));
+    expect(scanned.revisions[0]).toMatchObject({ commitOid: commit, refs: ['main'] });
+    expect(scanned.revisions[0].files.map((f) => [f.path, f.blob.size])).toEqual([[snapshotFile('config.json'), config.length]]);
+  });
+
+  it('names a small file by its git blob sha1, as the Hub etag does', async () => {
+    const file = remote(REPO, 'config.json');
+    expect(file.lfs).toBe(false);
+    await cacheFile(file, context());
+    expect(await blobs()).toEqual([file.oid]);
+    expect(await readFile(snapshotFile('config.json'), 'utf8')).toBe(config.toString());
+  });
+
+  it('resumes with a Range request when the server cuts the connection mid-body', async () => {
+    hub.fault(REPO, 'onnx/model.onnx', { cutAfter: 100_000 });
+    await cacheFile(remote(REPO, 'onnx/model.onnx'), context());
+    expect((await readFile(snapshotFile('onnx/model.onnx'))).equals(weights)).toBe(true);
+    const ranges = hub.requests.filter((r) => r.path.startsWith('/cdn/')).map((r) => r.range);
+    expect(ranges[0]).toBe('bytes=0-0');
+    expect(ranges[1]).toBeNull();
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(ranges.at(-1)!)![1]);
+    expect(resumedAt).toBeGreaterThan(0);
+    expect(resumedAt).toBeLessThanOrEqual(100_000);
+  });
+
+  it('resumes the .incomplete file an interrupted process left, and counts it as already there', async () => {
+    const file = remote(REPO, 'onnx/model.onnx');
+    await mkdir(join(cacheDir, 'models--acme--tiny', 'blobs'), { recursive: true });
+    await writeFile(join(cacheDir, 'models--acme--tiny', 'blobs', `${file.oid}.incomplete`), weights.subarray(0, 123_456));
+    const progress: DownloadProgress[] = [];
+    const ctx = context(REPO, undefined, progress);
+    ctx.meter.expect(file.size);
+    await cacheFile(file, ctx);
+    ctx.meter.finish();
+    expect((await readFile(snapshotFile('onnx/model.onnx'))).equals(weights)).toBe(true);
+    expect(hub.requests.filter((r) => r.path.startsWith('/cdn/')).map((r) => r.range)).toEqual(['bytes=0-0', 'bytes=123456-']);
+    expect(progress[0].downloadedBytes).toBe(123_456);
+  });
+
+  it('refuses bytes whose sha256 differs from the listing, and keeps nothing of them', async () => {
+    hub.fault(REPO, 'onnx/model.onnx', { corrupt: true });
+    const error = await cacheFile(remote(REPO, 'onnx/model.onnx'), context()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toMatch(/^onnx\/model\.onnx of acme\/tiny@main failed verification: got 300000 bytes with sha256 [0-9a-f]{64}, the Hub lists 300000 bytes/);
+    expect(await blobs()).toEqual([]);
+    expect(await stat(snapshotFile('onnx/model.onnx')).catch(() => null)).toBeNull();
+  });
+
+  it('reports a full disk as a ModelLoadError naming the file, and no blob appears', async () => {
+    const file = remote(REPO, 'onnx/model.onnx');
+    const blobDir = join(cacheDir, 'models--acme--tiny', 'blobs');
+    await mkdir(blobDir, { recursive: true });
+    // A real ENOSPC from the kernel: the partial file is /dev/full, which refuses every write.
+    await symlink('/dev/full', join(blobDir, `${file.oid}.incomplete`));
+    const error = await cacheFile(file, context()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toContain(`onnx/model.onnx of acme/tiny: cannot write ${blobDir}/${file.oid}.incomplete: the disk is full`);
+    expect(await blobs()).toEqual([`${file.oid}.incomplete`]);
+  });
+
+  it('lets two loads at once share one download: the second waits for the first blob', async () => {
+    hub.fault(REPO, 'onnx/model.onnx', { slowMs: 500 });
+    const file = remote(REPO, 'onnx/model.onnx');
+    await Promise.all([cacheFile(file, context()), cacheFile(file, context())]);
+    expect((await readFile(snapshotFile('onnx/model.onnx'))).equals(weights)).toBe(true);
+    const bodies = hub.requests.filter((r) => r.path.startsWith('/cdn/') && r.range !== 'bytes=0-0');
+    expect(bodies).toHaveLength(1);
+    expect(await readdir(join(cacheDir, '.locks', 'models--acme--tiny'))).toEqual([]);
+  });
+
+  it('asks for a token on a gated repository (401), refuses one without access (403), and sends it', async () => {
+    const file = remote('acme/gated', 'config.json');
+    const without = await cacheFile(file, context('acme/gated')).catch((e: unknown) => e);
+    expect(without).toBeInstanceOf(ModelLoadError);
+    expect((without as Error).message).toMatch(/^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted.*set HF_TOKEN/);
+    const denied = await cacheFile(file, context('acme/gated', 'hf_no_access')).catch((e: unknown) => e);
+    expect((denied as Error).message).toMatch(/^config\.json of acme\/gated@main: the token has no access \(403/);
+    await cacheFile(file, context('acme/gated', GRANTED_TOKEN));
+    expect(hub.requests.at(-1)!.authorization).toBe(`Bearer ${GRANTED_TOKEN}`);
+  });
+});
+
+describe('withFileLock', () => {
+  it('takes over a lock whose holder died', async () => {
+    const lock = join(cacheDir, 'x.lock');
+    // A pid far above pid_max on Linux: no such process.
+    await writeFile(lock, `${hostname()} 99999999`);
+    expect(await withFileLock(lock, async () => (await readFile(lock, 'utf8')).split(' ')[1])).toBe(String(process.pid));
+    expect(await lstat(lock).catch(() => null)).toBeNull();
+  });
+});

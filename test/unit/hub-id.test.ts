@@ -1,0 +1,52 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseHubId } from '../../src/hub/hub-id.js';
+import { hubSettings } from '../../src/hub/settings.js';
+
+describe('parseHubId', () => {
+  it('reads org/name with an optional @revision', () => {
+    expect(parseHubId('onnx-community/Qwen2.5-0.5B-Instruct')).toEqual({ repo: 'onnx-community/Qwen2.5-0.5B-Instruct', revision: 'main' });
+    expect(parseHubId('HuggingFaceTB/SmolLM2-135M-Instruct@v1.0')).toEqual({ repo: 'HuggingFaceTB/SmolLM2-135M-Instruct', revision: 'v1.0' });
+    expect(parseHubId('a/b@refs/pr/3')).toEqual({ repo: 'a/b', revision: 'refs/pr/3' });
+  });
+
+  it('leaves paths and malformed ids alone', () => {
+    for (const model of ['./models/x', '/abs/dir', '../up/dir', 'plain', 'a/b/c', 'a/../b', 'a--b/c', 'a/b@', 'a/b@x@y', '.hidden/x', 'a/b c']) {
+      expect(parseHubId(model), model).toBeNull();
+    }
+  });
+});
+
+describe('hubSettings', () => {
+  const saved = { ...process.env };
+  afterEach(() => {
+    for (const key of ['HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_CACHE', 'HF_HOME', 'HF_HUB_OFFLINE', 'HF_TOKEN_PATH']) {
+      if (saved[key] === undefined) delete process.env[key];
+      else process.env[key] = saved[key];
+    }
+  });
+
+  it('reads the environment as huggingface_hub does', () => {
+    delete process.env.HF_HUB_CACHE;
+    Object.assign(process.env, { HF_ENDPOINT: 'http://mirror.local:8080/', HF_TOKEN: 'hf_abc', HF_HOME: '/data/hf', HF_HUB_OFFLINE: 'TRUE' });
+    expect(hubSettings()).toEqual({ endpoint: 'http://mirror.local:8080', token: 'hf_abc', cacheDir: join('/data/hf', 'hub'), offline: true });
+    process.env.HF_HUB_CACHE = '/cache';
+    process.env.HF_HUB_OFFLINE = '0';
+    expect(hubSettings()).toMatchObject({ cacheDir: '/cache', offline: false });
+  });
+
+  it('falls back to the token `huggingface-cli login` saved, and lets an explicit setting win', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hub-token-'));
+    delete process.env.HF_TOKEN;
+    process.env.HF_TOKEN_PATH = join(dir, 'token');
+    expect(hubSettings().token).toBeUndefined();
+    await writeFile(join(dir, 'token'), 'hf_saved\n');
+    expect(hubSettings().token).toBe('hf_saved');
+    process.env.HF_TOKEN = 'hf_env';
+    expect(hubSettings().token).toBe('hf_env');
+    await rm(dir, { recursive: true });
+    expect(hubSettings({ token: undefined, endpoint: 'http://x' })).toMatchObject({ token: undefined, endpoint: 'http://x' });
+  });
+});
