@@ -69,8 +69,13 @@ export async function benchFamilies(prompt: string, promptIds: number[], newToke
       for (const streams of [1, 8] as const) {
         const floor = (await floorGreedy(session, promptIds, streams, newTokens)).tokensPerSecond;
         const ours = await aggregate(engine, prompt, streams, newTokens);
-        if (streams === 1) (r.floor1 = Math.max(r.floor1, floor)), (r.engine1 = Math.max(r.engine1, ours));
-        else (r.floor8 = Math.max(r.floor8, floor)), (r.engine8 = Math.max(r.engine8, ours));
+        if (streams === 1) {
+          r.floor1 = Math.max(r.floor1, floor);
+          r.engine1 = Math.max(r.engine1, ours);
+        } else {
+          r.floor8 = Math.max(r.floor8, floor);
+          r.engine8 = Math.max(r.engine8, ours);
+        }
       }
     }
     await engine.close();

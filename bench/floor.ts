@@ -20,7 +20,10 @@ function argmaxRows(logits: Float32Array, rows: number, seqLen: number, vocab: n
     let max = -Infinity;
     for (let v = 0; v < vocab; v++) {
       const x = logits[start + v];
-      if (x > max) (max = x), (best = v);
+      if (x > max) {
+        max = x;
+        best = v;
+      }
     }
     out.push(best);
   }

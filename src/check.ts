@@ -40,26 +40,22 @@ async function greedy(engine: Engine, prompt: string, tokens: number, onToken?: 
   return ids;
 }
 
-/** Starts prompt i + 1 once prompt i has produced `after` tokens, so rows join a running batch. */
+/** Starts prompt i + 1 once prompt i has produced 2 + i tokens, so rows join a running batch at different steps. */
 async function together(engine: Engine, tokens: number): Promise<number[][]> {
   const results: Promise<number[]>[] = [];
-  const start = (i: number): void => {
-    let started = false;
-    results[i] = greedy(engine, PROMPTS[i], tokens, (n) => {
-      if (!started && i + 1 < PROMPTS.length && n === 2 + i) {
-        started = true;
-        start(i + 1);
-      }
-    });
-  };
-  start(0);
-  const out: number[][] = [];
-  // Later prompts are started from inside earlier ones: wait until every one exists.
-  for (let i = 0; i < PROMPTS.length; i++) {
-    while (!results[i]) await new Promise((resolve) => setTimeout(resolve, 5));
-    out.push(await results[i]);
-  }
-  return out;
+  const started = PROMPTS.map(() => {
+    let go!: () => void;
+    const promise = new Promise<void>((resolve) => (go = resolve));
+    return { promise, go };
+  });
+  PROMPTS.forEach((prompt, i) => {
+    results.push(
+      started[i].promise.then(() => greedy(engine, prompt, tokens, (n) => n === 2 + i && started[i + 1]?.go())),
+    );
+  });
+  started[0].go();
+  // A prompt that ends before its successor's start signal must not leave it waiting.
+  return Promise.all(results.map((r, i) => r.finally(() => started[i + 1]?.go())));
 }
 
 function firstDifference(a: number[], b: number[]): number | null {

@@ -94,7 +94,7 @@ export class ChunkedPrefill {
 
   /** Runs the next chunk; after the last one, returns the first tokens and the new rows' cache. */
   async next(): Promise<{ tokens: StepToken[]; joined: KvBatch } | null> {
-    const { batch, seqLen: width, offset } = this.full;
+    const { seqLen: width, offset } = this.full;
     const start = this.done;
     const end = Math.min(width, start + this.chunk);
     const last = end === width;

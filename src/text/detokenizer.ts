@@ -2,7 +2,10 @@
  * Streaming detokenization, TGI's `decode_token` (prefix_offset/read_offset): decode a small window of
  * recent ids twice, with and without the newest ones, and emit the difference once it is stable.
  */
-import type { TextTokenizer } from './tokenizer.js';
+/** What detokenizing needs of a tokenizer (tokenizer.ts's `TextTokenizer` has it); no import back. */
+export interface TokenDecoder {
+  decode(ids: number[], options: { skipSpecialTokens: boolean }): string;
+}
 
 const REPLACEMENT_CHARACTER = '\uFFFD';
 
@@ -19,7 +22,7 @@ const REPLACEMENT_CHARACTER = '\uFFFD';
  * process.stdout.write(detokenizer.flush());
  */
 export class IncrementalDetokenizer {
-  readonly #tokenizer: TextTokenizer;
+  readonly #tokenizer: TokenDecoder;
   readonly #skipSpecialTokens: boolean;
   readonly #ids: number[] = [];
   /** Start of the decoding window: the previous read offset. */
@@ -29,7 +32,7 @@ export class IncrementalDetokenizer {
   /** decode(ids[prefixOffset..readOffset]), kept until the offsets move. */
   #prefixText: string | null = '';
 
-  constructor(tokenizer: TextTokenizer, options: { skipSpecialTokens?: boolean } = {}) {
+  constructor(tokenizer: TokenDecoder, options: { skipSpecialTokens?: boolean } = {}) {
     this.#tokenizer = tokenizer;
     this.#skipSpecialTokens = options.skipSpecialTokens ?? true;
   }
