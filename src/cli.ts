@@ -14,6 +14,8 @@ const USAGE = `Usage:
   streaming-inference serve --model DIR|org/name[@revision] [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
                             [--dtype fp32|fp16|q8|int8|q4|...] [--threads N] [--max-batch-size 32] [--drain-timeout-ms 10000]
                             [--body-limit 2000000] [--stall-timeout-ms 30000]
+  streaming-inference serve --upstream URL [--upstream URL ...] [--port 3000] [--max-concurrent-requests 128] ...
+                            a router in front of other servers; URL#dialect=openai&capacity=32 for an OpenAI one
   streaming-inference check --model DIR|org/name [--dtype q4] [--model-file onnx/other.onnx] [--threads N] [--tokens 16]
                             what the engine makes of a model, then a self-test: batched tokens == alone
   streaming-inference download org/name[@revision] [--dtype q4] [--model-file onnx/other.onnx]
@@ -46,18 +48,28 @@ export async function serve(argv: string[]): Promise<void> {
       'drain-timeout-ms': { type: 'string', default: '10000' },
       'body-limit': { type: 'string' },
       'stall-timeout-ms': { type: 'string' },
+      upstream: { type: 'string', multiple: true },
     },
   });
-  if (!values.model) throw new Error('--model DIR or --model org/name is required');
-  const handler = createInferenceHandler({
-    model: values.model,
+  const upstreams = values.upstream ?? [];
+  if (upstreams.length > 0) {
+    const local = (['model', 'dtype', 'threads', 'max-batch-size'] as const).filter((name) => values[name] !== undefined);
+    if (local.length > 0) throw new Error(`--${local.join(', --')} cannot apply with --upstream: the upstreams serve the model`);
+  } else if (!values.model) {
+    throw new Error('--model DIR, --model org/name or --upstream URL is required');
+  }
+  const own = {
+    maxConcurrentRequests: int(values['max-concurrent-requests'], 'max-concurrent-requests'),
+    bodyLimit: int(values['body-limit'], 'body-limit'),
+    stallTimeoutMs: int(values['stall-timeout-ms'], 'stall-timeout-ms'),
+  };
+  const handler = createInferenceHandler(upstreams.length > 0 ? { upstreams, ...own } : {
+    model: values.model!,
     onProgress: progressPrinter(),
     dtype: dtypeOption(values.dtype),
     threads: int(values.threads, 'threads'),
     maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
-    maxConcurrentRequests: int(values['max-concurrent-requests'], 'max-concurrent-requests'),
-    bodyLimit: int(values['body-limit'], 'body-limit'),
-    stallTimeoutMs: int(values['stall-timeout-ms'], 'stall-timeout-ms'),
+    ...own,
   });
   const server = createServer((req, res) => {
     const path = req.url ?? '/';
@@ -68,7 +80,7 @@ export async function serve(argv: string[]): Promise<void> {
   await new Promise<void>((resolve) => server.listen(port, values.host, resolve));
   const address = server.address();
   const url = `http://${values.host}:${typeof address === 'object' && address ? address.port : port}`;
-  console.log(`Loading ${values.model} ...`);
+  console.log(`Loading ${values.model ?? upstreams.join(', ')} ...`);
   const engine = await handler.ready();
   console.log(`Serving ${engine.info.modelId} at ${url} (try: curl -N ${url}/generate_stream -H 'content-type: application/json' -d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}')`);
 

@@ -5,6 +5,10 @@
  * fixture-model builder in `streaming-inference/fixture`.
  */
 export { createEngine } from './engine/engine.js';
+// The same routes in front of other inference servers (TGI, vLLM, SGLang, llama.cpp, our own serve).
+export {
+  createRemoteEngine, RemoteEngine, type Dialect, type RemoteEngineOptions, type RemoteMetricsOptions, type UpstreamOptions, type UpstreamStatus,
+} from './remote/index.js';
 // An `onProgress` for a model given by Hub id: one line on a terminal (what the CLI and `npm start` print).
 export { describeProgress, progressPrinter } from './hub/progress.js';
 // The request handler over node:http, for servers without Express or Koa (the CLI uses it).
@@ -13,7 +17,7 @@ export { createInferenceHandler, type InferenceHandler, type MetricsOptions, typ
 export type { AdmissionController } from './admission.js';
 export {
   InferenceError, ValidationError, OverloadedError, GenerationError, TemplateError, UnavailableError, ModelLoadError,
-  type ErrorType, type ErrorContext, type ErrorListener, type ErrorPhase,
+  UpstreamUnavailableError, type ErrorType, type ErrorContext, type ErrorListener, type ErrorPhase,
 } from './errors.js';
 export type {
   ChatGenerateRequest, ChatMessage, CloseOptions, DownloadProgress, Dtype, EndEvent, Engine, EngineOptions, EngineStats, FinishReason,

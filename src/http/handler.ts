@@ -6,6 +6,7 @@ import { createEngine } from '../engine/engine.js';
 import { InferenceError, ModelLoadError, UnavailableError, logError, type ErrorListener } from '../errors.js';
 import { errorResponse, type RouteFamily } from '../protocol/error-body.js';
 import { describeProgress } from '../hub/progress.js';
+import { createRemoteEngine, type RemoteEngineOptions } from '../remote/index.js';
 import type { CloseOptions, DownloadProgress, Engine, EngineOptions } from '../types.js';
 import { readJsonBody, type BodyCarrier } from './body.js';
 import type { HandlerContext } from './context.js';
@@ -45,12 +46,14 @@ export interface HandlerOptions {
 /**
  * Options of `streamingInference()` in every adapter: a shared, already created `engine`, or a `model`
  * loaded in the background with the engine's options; never both, since an engine created elsewhere
- * keeps the options it was created with.
+ * keeps the options it was created with. Or `upstreams`: other inference servers behind our routes
+ * (`createRemoteEngine` with its defaults; README "Scaling out").
  */
 export type StreamingInferenceOptions = HandlerOptions &
   (
     | ({ engine: Engine } & { [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never })
     | (EngineOptions & { engine?: undefined })
+    | ({ upstreams: RemoteEngineOptions['upstreams']; engine?: undefined } & { [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never })
   );
 
 type Serve = (ctx: HandlerContext, res: ServerResponse, body: unknown) => void | Promise<void>;
@@ -103,10 +106,10 @@ function routePath(path: string): string {
 export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
   const {
     engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, keepAliveMs = 15_000,
-    metrics: metricsOptions, generationConfig = 'auto', ...engineOptions
-  } = options;
+    metrics: metricsOptions, generationConfig = 'auto', upstreams, ...engineOptions
+  } = options as StreamingInferenceOptions & { upstreams?: RemoteEngineOptions['upstreams'] };
   // Every option is checked here, at startup, before a model loads.
-  if (shared) {
+  if (shared || upstreams) {
     const misplaced = Object.entries(options)
       .filter(([name, value]) => value !== undefined && name !== 'onError' && ENGINE_OPTION_NAMES.has(name))
       .map(([name]) => name);
@@ -135,7 +138,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   };
   const loading: Promise<Engine> = shared
     ? Promise.resolve(shared)
-    : createEngine({
+    : (upstreams ? createRemoteEngine({ upstreams, metrics: metrics ? { registry: metrics.registry } : false }) : createEngine({
         ...(engineOptions as EngineOptions),
         onProgress: (progress) => {
           download = progress;
@@ -145,7 +148,7 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
           if (context.phase === 'restart') fail(error);
           onError(error, context);
         },
-      }).then((e) => (engine = e), (error: unknown) => {
+      })).then((e) => (engine = e), (error: unknown) => {
         fail(error);
         onError(error, { route: null, phase: 'load' });
         throw error;
