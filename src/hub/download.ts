@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
+import { appendFile, mkdir, open, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { HubApiError, fileDownloadInfo } from '@huggingface/hub';
 import { ModelLoadError } from '../errors.js';
@@ -112,6 +112,7 @@ class Transfer {
   async resume(): Promise<void> {
     const { file, partial } = this;
     await mkdir(dirname(partial), { recursive: true });
+    await this.write(() => appendFile(partial, '')); // an empty file gets no body to create it
     const size = (await stat(partial).catch(() => null))?.size ?? 0;
     if (size > file.size) await rm(partial, { force: true });
     else if (size > 0) {

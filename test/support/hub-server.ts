@@ -33,8 +33,8 @@ export interface LoggedRequest {
   authorization: string | null;
 }
 
-/** Cut the connection after some bytes; flip every byte; spread the body over a time; send some bytes, then wait for `release`. */
-type Fault = { cutAfter: number } | { corrupt: true } | { slowMs: number } | { holdAfter: number; release: Promise<void> };
+/** Cut the connection after some bytes (`times` over); flip every byte; spread the body over a time; send some bytes, then wait for `release`. */
+type Fault = { cutAfter: number; times?: number } | { corrupt: true } | { slowMs: number } | { holdAfter: number; release: Promise<void> };
 
 const LFS = /\.(onnx|onnx_data|bin|safetensors|gguf)$/;
 
@@ -184,10 +184,12 @@ export class FakeHub {
     // A probe (bytes=0-0) is not the download a fault is aimed at.
     const key = `${repo}/${file.path}`;
     const fault = end - start > 0 ? this.faults.get(key) : undefined;
-    if (fault) this.faults.delete(key);
+    if (fault && !('times' in fault && fault.times! > 1)) this.faults.delete(key);
+    else if (fault && 'times' in fault) fault.times!--;
     if (fault && 'corrupt' in fault) body = Buffer.from(body.map((b) => b ^ 0xff));
     if (fault && 'cutAfter' in fault) {
-      res.write(body.subarray(0, fault.cutAfter), () => res.destroy());
+      // A FIN, not a reset: the client gets every byte written before the connection ends early.
+      res.write(body.subarray(0, fault.cutAfter), () => res.socket?.end());
       return;
     }
     if (fault && 'holdAfter' in fault) {

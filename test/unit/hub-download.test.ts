@@ -92,6 +92,31 @@ describe('cacheFile', () => {
     expect(resumedAt).toBeLessThanOrEqual(100_000);
   });
 
+  it('gives up after five broken attempts, names the file and keeps the bytes for the next load', async () => {
+    hub.fault(REPO, 'onnx/model.onnx', { cutAfter: 10_000, times: 5 });
+    const file = remote(REPO, 'onnx/model.onnx');
+    const error = await cacheFile(file, context()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    const partial = join(cacheDir, 'models--acme--tiny', 'blobs', `${file.oid}.incomplete`);
+    const kept = (await stat(partial)).size;
+    expect(kept).toBeGreaterThan(0);
+    expect((error as Error).message).toBe(
+      `onnx/model.onnx of acme/tiny: the download broke off at ${kept} of 300000 bytes after 5 attempts (other side closed). ` +
+        `The partial file ${partial} is kept; loading again resumes it.`,
+    );
+    expect(await blobs()).toEqual([`${file.oid}.incomplete`]);
+    await cacheFile(file, context());
+    expect((await readFile(snapshotFile('onnx/model.onnx'))).equals(weights)).toBe(true);
+    expect(hub.requests.at(-1)!.range).toBe(`bytes=${kept}-`);
+  });
+
+  it('stores an empty file', async () => {
+    const empty = hub.addRepo('acme/empty', { 'added_tokens.json': Buffer.alloc(0) });
+    const file = remote('acme/empty', 'added_tokens.json');
+    await cacheFile(file, { ...context('acme/empty'), commit: empty });
+    expect(await readFile(join(cacheDir, 'models--acme--empty', 'snapshots', empty, 'added_tokens.json'))).toHaveLength(0);
+  });
+
   it('resumes the .incomplete file an interrupted process left, and counts it as already there', async () => {
     const file = remote(REPO, 'onnx/model.onnx');
     await mkdir(join(cacheDir, 'models--acme--tiny', 'blobs'), { recursive: true });
