@@ -228,6 +228,14 @@ export interface EngineOptions {
   maxBatchTotalTokens?: number;
   /** Memory the default `maxBatchTotalTokens` is sized to, in bytes. Default min(4 GiB, a quarter of the machine's memory). */
   maxKvCacheBytes?: number;
+  /**
+   * Memory for the prompt keys and values kept after their prefill (the prefix cache), in bytes, on
+   * top of the batch's: a request whose prompt starts with a cached prefix (a system prompt, a chat's
+   * earlier turns) computes only the rest. Least recently used prefixes go first. Default a quarter
+   * of the batch's KV memory; 0 turns the cache off. Graphs that take positions from the column
+   * index (the `anchored` layout) never reuse a prefix.
+   */
+  prefixCacheBytes?: number;
   /** Most prompt tokens per request; default `maxTotalTokens - 1`. */
   maxInputTokens?: number;
   /**
@@ -276,6 +284,8 @@ export interface ModelInfo {
   maxBatchSize: number;
   maxBatchPrefillTokens: number;
   maxBatchTotalTokens: number;
+  /** The prefix cache's memory budget in bytes; 0 when it is off (by option, or for the `anchored` layout). Absent for a remote engine. */
+  prefixCacheBytes?: number;
 }
 
 /** Live counters of the scheduler. */
@@ -287,6 +297,14 @@ export interface EngineStats {
   healthy: boolean;
   /** The worker's JavaScript heap plus its external memory (KV-cache buffers), in bytes. */
   workerMemoryBytes: number;
+  /**
+   * Requests that reused a cached prompt prefix, and the prompt tokens they did not recompute, since
+   * the worker started (a restarted worker starts with an empty cache). Absent without a prefix cache.
+   */
+  prefixCacheHits?: number;
+  prefixCacheTokens?: number;
+  /** Bytes the prefix cache holds now. */
+  prefixCacheBytes?: number;
 }
 
 /** One forward pass of the engine, for the batch metrics (TGI's `tgi_batch_*`). */

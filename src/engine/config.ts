@@ -45,7 +45,14 @@ export function kvBytesPerToken(shape: KvShape): number {
 
 export interface ResolvedConfig extends BatchBudget {
   limits: ValidationLimits;
+  prefixCacheBytes: number;
 }
+
+/**
+ * Share of the batch's KV memory that the prefix cache may hold besides it by default: enough for
+ * a few hundred chats' system prompts and earlier turns without doubling the engine's memory.
+ */
+const PREFIX_CACHE_SHARE = 1 / 4;
 
 type Caller = 'createEngine' | 'streamingInference';
 
@@ -83,6 +90,7 @@ const ENGINE_OPTIONS: Record<keyof EngineOptions, true> = {
   maxBatchPrefillTokens: true,
   maxBatchTotalTokens: true,
   maxKvCacheBytes: true,
+  prefixCacheBytes: true,
   maxInputTokens: true,
   maxTotalTokens: true,
   maxStopSequences: true,
@@ -102,6 +110,8 @@ const INTEGER_OPTIONS = {
   maxBatchPrefillTokens: 1,
   maxBatchTotalTokens: 1,
   maxKvCacheBytes: 1,
+  // 0 turns the prefix cache off.
+  prefixCacheBytes: 0,
   maxInputTokens: 1,
   // A request needs one prompt token and one new one.
   maxTotalTokens: 2,
@@ -217,5 +227,6 @@ export function resolveConfig(
     // A longer prompt is prefilled in chunks of this size, with a decode step for the running streams between two.
     maxBatchPrefillTokens: options.maxBatchPrefillTokens ?? 512,
     maxBatchTotalTokens,
+    prefixCacheBytes: options.prefixCacheBytes ?? Math.floor(maxBatchTotalTokens * bytesPerToken * PREFIX_CACHE_SHARE),
   };
 }

@@ -2,10 +2,11 @@ import { getHeapStatistics } from 'node:v8';
 import { GenerationError, serializeError } from '../errors.js';
 import type { EngineStats, ForwardPassRecord } from '../types.js';
 import { BatchQueue, type BatchBudget } from './batch-queue.js';
-import type { KvBatch } from './kv-batch.js';
+import { type KvBatch, kvData } from './kv-batch.js';
 import type { FromWorker, StepToken } from './messages.js';
 import type { ModelSession } from './model-session.js';
-import { ChunkedPrefill } from './prefill.js';
+import { ChunkedPrefill, type CachedPrefix } from './prefill.js';
+import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 import type { Sequence } from './sequence.js';
 
 /** Decode steps a finished row may stay in the cache, waiting to be merged out with a joining request. */
@@ -17,6 +18,9 @@ const DEAD_ROW_STEPS = 4;
  * prefills into the running batch; run one decode step over every row; post one message per pass
  * with all the new tokens. A request arriving under load waits at most one decode step before its
  * prefill starts, and a long prompt's chunks alternate with the running streams' steps.
+ *
+ * With a prefix cache, every completed prefill leaves its prompt's keys and values there, and a
+ * request whose prompt starts with a cached prefix prefills alone from the end of it.
  */
 export class GenerationLoop {
   private readonly queue: BatchQueue<Sequence>;
@@ -37,6 +41,7 @@ export class GenerationLoop {
     /** The context: no position may reach it (limits.maxTotalTokens). */
     private readonly contextTokens: number,
     private readonly post: (message: FromWorker) => void,
+    private readonly prefixCache: PrefixCache | null = null,
   ) {
     this.queue = new BatchQueue(budget);
   }
@@ -64,6 +69,9 @@ export class GenerationLoop {
       batchReservedTokens: this.reservedTokens(),
       healthy: this.healthy,
       workerMemoryBytes: heap.used_heap_size + heap.external_memory,
+      ...(this.prefixCache
+        ? { prefixCacheHits: this.prefixCache.hits, prefixCacheTokens: this.prefixCache.hitTokens, prefixCacheBytes: this.prefixCache.bytes }
+        : {}),
     };
   }
 
@@ -94,6 +102,8 @@ export class GenerationLoop {
    * rows pushed right by their padding, must stay within the context.
    */
   private canJoin(sequence: Sequence, taken: readonly Sequence[]): boolean {
+    // A request that reuses a cached prefix prefills alone.
+    if (taken.length > 0 && (this.reusable(sequence) || this.reusable(taken[0]))) return false;
     if (this.model.attention.layout !== 'anchored') return true;
     const group = [...taken, sequence];
     const longest = Math.max(...group.map((s) => s.inputLength));
@@ -113,7 +123,29 @@ export class GenerationLoop {
       const chunks = Math.ceil(longest / Math.max(1, Math.floor(this.budget.maxBatchPrefillTokens / joining.length)));
       offset = this.batch.width + chunks - 1 - longest;
     }
-    this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens, layout, offset);
+    const hit = joining.length === 1 ? this.reusable(joining[0]) : null;
+    let prefix: CachedPrefix | null = null;
+    if (hit) {
+      prefix = { tokens: hit.tokens, past: this.prefixCache!.past(hit) };
+      this.prefixCache!.recordHit(hit);
+    }
+    this.prefilling = new ChunkedPrefill(joining, this.model, this.budget.maxBatchPrefillTokens, layout, offset, prefix);
+  }
+
+  /**
+   * The cached prefix a request would start from, or null: never for the `anchored` layout (keys
+   * cached at one column are only right at that column), nor for a request that asked for its
+   * prompt's logprobs (those of cached positions are not kept).
+   */
+  private reusable(sequence: Sequence): PrefixHit | null {
+    if (!this.prefixCache || this.model.attention.layout === 'anchored' || sequence.params.decoderInputDetails) return null;
+    return this.prefixCache.lookup(sequence.promptIds);
+  }
+
+  /** Keeps a completed prefill's prompt in the prefix cache: row `row` of the rows it produced. */
+  private remember(sequence: Sequence, joined: KvBatch, row: number): void {
+    if (!this.prefixCache || this.model.attention.layout === 'anchored') return;
+    this.prefixCache.store(sequence.promptIds, { kv: joined.kv.map(kvData), width: joined.width, row, start: joined.starts[row] });
   }
 
   private async prefill(prefill: ChunkedPrefill): Promise<void> {
@@ -122,10 +154,12 @@ export class GenerationLoop {
     this.prefilling = null;
     // First tokens go out before the cache is merged: the copy is no part of their latency.
     this.emit(done.tokens);
-    for (const s of prefill.sequences) {
+    prefill.sequences.forEach((s, row) => {
       const cancelled = this.cancelled.delete(s.id);
+      // A request cancelled during its prefill leaves nothing behind.
+      if (!cancelled) this.remember(s, done.joined, row);
       if (!s.finished && !cancelled) this.running.set(s.id, s);
-    }
+    });
     if (this.batch && this.batch.size > 0) this.batch.merge(this.liveIds(), done.joined);
     else {
       done.joined.filter(this.liveIds());

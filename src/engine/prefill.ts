@@ -28,9 +28,11 @@ interface PromptMatrix {
 
 /**
  * Prompts padded to the longest: on the left for the `left` and `anchored` layouts (every row ends
- * at the last column), on the right for `right`. Pads are masked out and get position 0.
+ * at the last column), on the right for `right`. Pads are masked out and get position 0. With
+ * `cached`, the `offset` past columns are not masked: they hold the one row's first prompt tokens
+ * (a prefix cache hit), and its tokens here follow them in position.
  */
-export function promptMatrix(prompts: readonly (readonly number[])[], layout: CacheLayout, offset = 0): PromptMatrix {
+export function promptMatrix(prompts: readonly (readonly number[])[], layout: CacheLayout, offset = 0, cached = false): PromptMatrix {
   const batch = prompts.length;
   const seqLen = Math.max(...prompts.map((p) => p.length));
   const total = offset + seqLen;
@@ -38,14 +40,22 @@ export function promptMatrix(prompts: readonly (readonly number[])[], layout: Ca
   const attentionMask = new BigInt64Array(batch * total);
   const positionIds = new BigInt64Array(batch * seqLen);
   const firsts = prompts.map((p) => (layout === 'right' ? 0 : seqLen - p.length));
+  const before = cached ? offset : 0;
   prompts.forEach((prompt, r) => {
+    attentionMask.fill(1n, r * total, r * total + before);
     prompt.forEach((id, j) => {
       inputIds[r * seqLen + firsts[r] + j] = BigInt(id);
       attentionMask[r * total + offset + firsts[r] + j] = 1n;
-      positionIds[r * seqLen + firsts[r] + j] = BigInt(j);
+      positionIds[r * seqLen + firsts[r] + j] = BigInt(before + j);
     });
   });
   return { batch, seqLen, offset, inputIds, attentionMask, positionIds, firsts };
+}
+
+/** A prompt's first tokens whose keys and values the prefix cache had: `past` is `[1, kvHeads, tokens, headDim]`. */
+export interface CachedPrefix {
+  tokens: number;
+  past: ort.Tensor[];
 }
 
 /**
@@ -57,11 +67,16 @@ export function promptMatrix(prompts: readonly (readonly number[])[], layout: Ca
  * `anchored` rows are prefilled behind `offset` masked columns, so that they end where the running
  * batch will end when they join. GroupQueryAttention (`right`) refuses a multi-row pass with a past,
  * so its multi-row prefills run in one pass (the queue's prefill budget keeps those small anyway).
+ *
+ * A request with a `prefix` from the prefix cache prefills alone, from the end of its prefix, with the
+ * prefix as the past of its first chunk; the row it hands the batch holds its whole prompt.
  */
 export class ChunkedPrefill {
   private readonly full: PromptMatrix;
   private readonly chunk: number;
   private readonly promptLogprobs: Map<number, (number | null)[]>;
+  /** Each row's prompt tokens that this prefill computes: all of them, or those after the cached prefix. */
+  private readonly computed: number[][];
   private past: ort.Tensor[];
   private done = 0;
 
@@ -71,9 +86,15 @@ export class ChunkedPrefill {
     chunkTokens: number,
     private readonly layout: CacheLayout,
     offset = 0,
+    prefix: CachedPrefix | null = null,
   ) {
-    this.full = promptMatrix(sequences.map((s) => s.promptIds), layout, offset);
-    this.past = model.emptyPast(sequences.length, offset);
+    // The prompt logprobs of cached positions were never computed.
+    if (prefix && (sequences.length !== 1 || offset !== 0 || layout === 'anchored' || sequences[0].params.decoderInputDetails)) {
+      throw new Error('a cached prefix is only reused by a request prefilled alone, in the left or right layout, without prompt logprobs');
+    }
+    this.computed = sequences.map((s) => (prefix ? s.promptIds.slice(prefix.tokens) : s.promptIds));
+    this.full = prefix ? promptMatrix(this.computed, layout, prefix.tokens, true) : promptMatrix(this.computed, layout, offset);
+    this.past = prefix ? prefix.past : model.emptyPast(sequences.length, offset);
     const oneShot = layout === 'right' && sequences.length > 1;
     this.chunk = oneShot ? this.full.seqLen : Math.max(1, Math.floor(chunkTokens / sequences.length));
     this.promptLogprobs = new Map(
@@ -105,7 +126,7 @@ export class ChunkedPrefill {
     if (!last) return null;
     const tokens = this.sequences.map((s, r) => {
       // The row's last prompt token: the last column, or its own end in a right-padded matrix.
-      const column = this.full.firsts[r] + s.promptIds.length - 1;
+      const column = this.full.firsts[r] + this.computed[r].length - 1;
       const step = s.next(logits.at(r, logits.columns - (end - column)));
       const logprobs = this.promptLogprobs.get(s.id);
       if (logprobs) step.prefill = s.prefillTokens(logprobs);
@@ -113,7 +134,8 @@ export class ChunkedPrefill {
     });
     const ids = this.sequences.map((s) => s.id);
     const lengths = this.sequences.map((s) => s.promptIds.length);
-    const starts = this.full.firsts.map((first) => offset + first);
+    // A cached prefix's columns are the row's own first tokens.
+    const starts = this.full.firsts.map((first, r) => offset + first - (lengths[r] - this.computed[r].length));
     return { tokens, joined: KvBatch.fromPrefill(this.layout, ids, starts, lengths, present) };
   }
 
@@ -121,7 +143,7 @@ export class ChunkedPrefill {
     const { batch, seqLen: width, offset } = this.full;
     // Only the last chunk's last column is sampled: the graph may skip the other logits, unless a
     // row asked for the prompt's logprobs or the rows end at different columns.
-    const rowsEndTogether = this.layout !== 'right' || this.sequences.every((s) => s.promptIds.length === width);
+    const rowsEndTogether = this.layout !== 'right' || this.computed.every((prompt) => prompt.length === width);
     const logitsToKeep = last && this.promptLogprobs.size === 0 && rowsEndTogether ? 1 : 0;
     return {
       batch,
