@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { type Worker } from 'node:worker_threads';
 import {
   GenerationError, InferenceError, ModelLoadError, UnavailableError, ValidationError, deserializeError, logError,
   type ErrorListener, type ErrorPhase,
@@ -61,7 +61,6 @@ class WorkerEngine implements Engine {
     private readonly options: EngineOptions,
     private readonly onError: ErrorListener,
   ) {
-
     this.exited = new Promise((done) => (this.markExited = done));
     this.attach(worker);
   }
@@ -228,7 +227,8 @@ class WorkerEngine implements Engine {
         return message.tokens.forEach((token) => this.deliver(token));
       case 'failed': {
         this.latest = message.stats;
-        this.passListeners.forEach((listener) => listener(message.pass));
+        const pass = message.pass;
+        if (pass) this.passListeners.forEach((listener) => listener(pass));
         // The detail (an ONNX Runtime message naming graph nodes) is for the host's log, once per pass;
         // the requests get a sentence of ours with the detail as its cause.
         const detail = deserializeError(message.error);

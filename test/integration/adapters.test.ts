@@ -3,6 +3,8 @@
  * under a prefix, under koa-mount), the host app's own routes beside ours, host body parsers, and
  * the loading states of a middleware that loads its own model.
  */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -176,10 +178,10 @@ describe('inside an express.Router', () => {
       router.get('/status', (_req, res) => res.json({ router: true }));
       router.use('/ai', streamingInference({ engine }));
       app.use('/api', router);
-      const server = await new Promise<import('node:http').Server>((resolve) => {
+      const server = await new Promise<Server>((resolve) => {
         const s = app.listen(0, '127.0.0.1', () => resolve(s));
       });
-      const base = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       try {
         expect(await (await fetch(`${base}/api/status`)).json()).toEqual({ router: true });
         const { json } = await postForJson(`${base}/api/ai/generate`, REQUEST);

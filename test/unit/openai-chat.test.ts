@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
 import { describe, expect, it } from 'vitest';
-import { InferenceError, ValidationError } from '../../src/errors.js';
+import { type InferenceError, ValidationError } from '../../src/errors.js';
 import { ChatChunkEncoder, chatCompletionResponse, parseChatRequest } from '../../src/protocol/openai-chat.js';
 import type { GenerationEvent } from '../../src/types.js';
 import { endOf, eosSequence, lengthSequence } from '../fixtures/sse/events.js';

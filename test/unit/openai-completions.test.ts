@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { InferenceClient } from '@huggingface/inference';
 import OpenAI from 'openai';
 import { describe, expect, it } from 'vitest';
-import { InferenceError, ValidationError } from '../../src/errors.js';
+import { type InferenceError, ValidationError } from '../../src/errors.js';
 import { CompletionChunkEncoder, completionResponse, parseCompletionRequest } from '../../src/protocol/openai-completions.js';
 import type { GenerationEvent } from '../../src/types.js';
 import { endOf, eosSequence, lengthSequence } from '../fixtures/sse/events.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { GenerationError, InferenceError, OverloadedError, ValidationError } from '../../src/errors.js';
+import { GenerationError, type InferenceError, OverloadedError, ValidationError } from '../../src/errors.js';
 import {
   parseTgiGenerateBody,
   tgiErrorBody,
