@@ -215,6 +215,12 @@ export interface EngineOptions {
   dtype?: Dtype;
   /** The ONNX file to load, relative to the model directory; overrides `dtype` and genai_config.json. */
   modelFile?: string;
+  /**
+   * Batch graphs whose rows change each other's results (dynamic int8 quantization, `q8` files) as
+   * any other: more throughput, but a request's tokens then depend on what runs beside it. Default
+   * false: such graphs run one row per forward pass, so every request gets exactly its solo tokens.
+   */
+  allowBatchVariance?: boolean;
   /** Intra-op threads for ONNX Runtime; default: ONNX Runtime's choice (the physical cores). */
   threads?: number;
   /** Most sequences decoded in one forward pass. */
@@ -277,6 +283,17 @@ export interface ModelInfo {
   maxPositionEmbeddings: number;
   eosTokenIds: number[];
   kvDtype: 'float32' | 'float16';
+  /** The graph's attention family and the cache layout the engine chose for it (README: "Using a real model"). */
+  attention: {
+    family: 'position-ids' | 'mask-positions' | 'column-positions' | 'group-query' | 'multi-head';
+    layout: 'left' | 'anchored' | 'right';
+    /** Why rows of one pass would change each other's tokens (then one row per pass, unless `allowBatchVariance`), or null. */
+    rowCoupling: string | null;
+  };
+  /** The ONNX graph as read from the file: inputs, outputs, node counts per operator, external data files. */
+  graph: { inputs: string[]; outputs: string[]; opTypes: Record<string, number>; externalData: string[] };
+  /** KV-cache bytes one token of one sequence holds. */
+  kvBytesPerToken: number;
   hasChatTemplate: boolean;
   /** The OpenAI routes apply these to the fields a request leaves unset (unless `generationConfig: 'none'`). */
   generationDefaults?: GenerationDefaults;

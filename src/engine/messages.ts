@@ -44,5 +44,5 @@ export type FromWorker =
   | { type: 'rejected'; id: number; error: SerializedError }
   /** Every sequence's token of one forward pass, in one message. */
   | { type: 'step'; tokens: StepToken[]; stats: EngineStats; pass?: ForwardPassRecord }
-  | { type: 'failed'; ids: number[]; error: SerializedError; stats: EngineStats; pass: ForwardPassRecord }
+  | { type: 'failed'; ids: number[]; error: SerializedError; stats: EngineStats; pass?: ForwardPassRecord }
   | { type: 'reply'; callId: number; result?: unknown; error?: SerializedError };

@@ -3,6 +3,8 @@
  * forward pass, so the session, tokenizer, KV cache and generation loop all live here and the host's
  * event loop only exchanges messages with it.
  */
+// First: onnxruntime must not see Float16Array (float16-off.ts says why).
+import './float16-off.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { InferenceError, ModelLoadError, TemplateError, ValidationError, serializeError } from '../errors.js';
@@ -10,11 +12,13 @@ import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import type { ModelInfo, TokenizedToken } from '../types.js';
-import { resolveConfig } from './config.js';
+import { kvBytesPerToken, resolveConfig } from './config.js';
 import { GenerationLoop } from './generation-loop.js';
 import type { FromWorker, Prompt, ToWorker, WorkerInit } from './messages.js';
 import { openModelDir } from './model-dir.js';
+import { rowCoupling } from './attention-family.js';
 import { ModelSession } from './model-session.js';
+import { PrefixCache } from './prefix-cache.js';
 import { Sequence, type SequenceContext } from './sequence.js';
 
 const port = parentPort!;
@@ -36,6 +40,13 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
   const tokenizer = await loadTokenizer(dir);
   const model = await ModelSession.load(onnxFile, config, new Set(Object.keys(graph.opTypes)), options.threads);
   const resolved = resolveConfig(options, config, model);
+  const { family, layout, maxRows } = model.attention;
+  // Rows that would change each other's tokens run one per pass unless the host accepts that.
+  const coupling = rowCoupling(new Set(Object.keys(graph.opTypes)));
+  const rowsPerPass = coupling && !options.allowBatchVariance ? 1 : maxRows;
+  if (rowsPerPass !== null) resolved.maxBatchSize = Math.min(resolved.maxBatchSize, rowsPerPass);
+  // Keys cached at one column are only right at that column: the anchored layout cannot reuse them.
+  if (layout === 'anchored') resolved.prefixCacheBytes = 0;
   const info: ModelInfo = {
     modelId: options.modelId ?? basename(dir),
     modelDir: dir,
@@ -45,13 +56,19 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     maxPositionEmbeddings: config.maxPositionEmbeddings,
     eosTokenIds: config.eosTokenIds,
     kvDtype: model.kvDtype,
+    attention: { family, layout, rowCoupling: coupling },
+    graph: { inputs: graph.inputs, outputs: graph.outputs, opTypes: graph.opTypes, externalData: graph.externalData },
+    kvBytesPerToken: kvBytesPerToken(model),
     generationDefaults: config.generationDefaults,
     hasChatTemplate: false,
     ...resolved,
   };
   const template = await ChatTemplate.load(dir, tokenizer.config);
   info.hasChatTemplate = template !== null;
-  const loop = new GenerationLoop(model, resolved, post);
+  const prefixCache = resolved.prefixCacheBytes > 0
+    ? new PrefixCache(resolved.prefixCacheBytes, { tensors: model.numLayers * 2, heads: model.kvHeads, dim: model.headDim, dtype: model.kvDtype })
+    : null;
+  const loop = new GenerationLoop(model, resolved, resolved.limits.maxTotalTokens, post, prefixCache);
   return { info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) } };
 }
 
