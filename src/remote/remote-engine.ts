@@ -12,22 +12,20 @@
 import { Registry } from 'prom-client';
 import { EventChannel } from '../engine/event-channel.js';
 import { RequestState } from '../engine/request-state.js';
-import {
-  GenerationError, InferenceError, OverloadedError, UnavailableError, UpstreamUnavailableError, ValidationError, type ErrorType,
-} from '../errors.js';
+import { GenerationError, InferenceError, OverloadedError, UnavailableError, UpstreamUnavailableError, ValidationError } from '../errors.js';
 import { validateParameters } from '../params.js';
 import type {
   ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineStats, ForwardPassRecord, GenerateOptions, GenerateRequest, Generation,
   GenerationEvent, ModelInfo, TokenizedToken, ValidatedParameters, ValidationLimits,
 } from '../types.js';
-import { failureKind, type Decoded, type UpstreamCall, type UpstreamFailure } from './dialect.js';
+import { UNREACHABLE, attempt, invalidError, refusal } from './attempt.js';
+import type { UpstreamCall, UpstreamFailure } from './dialect.js';
 import type { Discovery } from './discovery.js';
 import { openaiChatCall, openaiCompletionCall } from './openai-dialect.js';
 import { resolveRemoteOptions, type RemoteEngineOptions, type ResolvedRemoteOptions } from './options.js';
 import { loadScore, pickLeastLoaded } from './picker.js';
-import { sseData } from './sse-data.js';
 import { tgiGenerateCall } from './tgi-dialect.js';
-import { createUpstreamMetrics, type Outcome, type UpstreamMetrics } from './upstream-metrics.js';
+import { createUpstreamMetrics, type UpstreamMetrics } from './upstream-metrics.js';
 import { Upstream } from './upstream.js';
 import { readTokenize, tokenizeCall } from './tokenize.js';
 
@@ -41,8 +39,6 @@ const DEFAULT_LIMITS: ValidationLimits = {
   maxInputTokens: Number.MAX_SAFE_INTEGER - 1,
   maxTotalTokens: Number.MAX_SAFE_INTEGER,
 };
-/** After the end event, how long the rest of an upstream stream may take before its connection is dropped. */
-const DRAIN_MS = 1000;
 
 /**
  * Discovers the upstreams and resolves once at least one answers, as `createEngine` resolves once
@@ -282,7 +278,7 @@ export class RemoteEngine implements Engine {
       } catch (error) {
         return state.reject(error);
       }
-      const failure = await this.attempt(upstream, call, state, cancel, started);
+      const failure = await attempt({ upstream, call, state, cancel, started, headersTimeoutMs: this.options.headersTimeoutMs, metrics: this.metrics });
       if (!failure) return;
       if (failure.kind === 'invalid') return state.reject(invalidError(failure.message));
       if (failure.kind === 'overloaded') tally.overloaded = true;
@@ -294,125 +290,6 @@ export class RemoteEngine implements Engine {
     if (tally.overloaded || busy) return state.reject(new OverloadedError());
     if (tally.failed && tally.failed.message !== UNREACHABLE) return state.reject(new GenerationError(tally.failed.message));
     state.reject(new UpstreamUnavailableError('No upstream server is reachable'));
-  }
-
-  /**
-   * One upstream's try at a request. Returns null when the request is settled (done, failed after
-   * its first token, or cancelled), or why it should move on.
-   */
-  private async attempt(upstream: Upstream, call: UpstreamCall, state: RequestState, cancel: AbortSignal, started: number): Promise<UpstreamFailure | null> {
-    const controller = new AbortController();
-    const onCancel = () => controller.abort(cancel.reason);
-    cancel.addEventListener('abort', onCancel, { once: true });
-    upstream.begin(controller);
-    let committed = false;
-    let ended = false;
-    let timer: NodeJS.Timeout | undefined = setTimeout(() => controller.abort(new Error('no answer in time')), this.options.headersTimeoutMs);
-    let outcome: Outcome = 'error';
-    try {
-      const res = await upstream.fetch(call.path, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: call.whole ? 'application/json' : 'text/event-stream' },
-        body: JSON.stringify(call.body),
-        signal: controller.signal,
-      });
-      clearTimeout(timer);
-      const answered = performance.now();
-      let firstToken = answered;
-      if (!res.ok) {
-        const failure = await refusal(res);
-        outcome = failure.kind === 'overloaded' ? 'overloaded' : failure.kind === 'invalid' ? 'invalid' : 'error';
-        if (failure.kind === 'overloaded') upstream.overloaded(failure.retryAfter);
-        else if (failure.kind === 'failed') upstream.failed(res.status === 401 || res.status === 403 || res.status === 404);
-        return failure;
-      }
-      const handle = (decoded: Decoded[]): UpstreamFailure | null => {
-        if (!committed && call.decoder.started) {
-          committed = true;
-          firstToken = performance.now();
-          upstream.commit(controller);
-          this.metrics.firstToken(upstream.url, (performance.now() - answered) / 1000);
-          state.accept(0);
-        }
-        for (const event of decoded) {
-          if (event.type === 'error') {
-            if (!committed) return event.failure;
-            throw inStreamError(event.failure);
-          }
-          const now = performance.now();
-          if (event.type === 'end') {
-            ended = true;
-            // Over TGI the prompt length comes with the last event.
-            state.accept(event.summary.inputLength);
-            const { summary } = event;
-            state.push({
-              id: 0, token: event.token, topTokens: event.topTokens, prefill: event.prefill,
-              end: {
-                finishReason: summary.finishReason, generatedText: summary.generatedText, generatedTokens: summary.generatedTokens,
-                queueMs: answered - started, inferenceMs: now - answered, firstTokenMs: firstToken - answered,
-              },
-            });
-          } else {
-            state.push({ id: 0, token: event.token, topTokens: event.topTokens, prefill: event.prefill });
-          }
-        }
-        return null;
-      };
-      const bodies = call.whole ? wholeBody(res) : sseData(res.body as unknown as AsyncIterable<Uint8Array>);
-      for await (const data of bodies) {
-        upstream.heard();
-        if (ended) continue;
-        const failure = handle(decode(call, data));
-        if (failure) return this.moveOn(upstream, failure, (kind) => (outcome = kind));
-        // The stream should end right after its last event; keep the connection for reuse if it does.
-        if (ended) timer = setTimeout(() => controller.abort(), DRAIN_MS);
-      }
-      if (!ended) {
-        const failure = handle(call.decoder.close());
-        if (failure) return this.moveOn(upstream, failure, (kind) => (outcome = kind));
-      }
-      if (ended) {
-        outcome = 'ok';
-        upstream.succeeded();
-        return null;
-      }
-      if (!committed) {
-        upstream.failed(false);
-        return { kind: 'failed', message: 'the upstream server ended the stream before any token' };
-      }
-      throw new GenerationError('the upstream server ended the stream early');
-    } catch (error) {
-      if (ended) {
-        outcome = 'ok';
-        return null;
-      }
-      if (cancel.aborted) {
-        outcome = 'cancelled';
-        return null;
-      }
-      if (!committed && !InferenceError.isInstance(error)) {
-        outcome = 'unavailable';
-        upstream.failed(true);
-        return { kind: 'failed', message: UNREACHABLE };
-      }
-      upstream.failed(false);
-      state.reject(InferenceError.isInstance(error) ? error : new GenerationError('the upstream server closed the connection', error));
-      return null;
-    } finally {
-      clearTimeout(timer);
-      cancel.removeEventListener('abort', onCancel);
-      // Drops the connection if the stream was left unread; a finished one is already back in the pool.
-      controller.abort();
-      upstream.finish(controller, committed);
-      this.metrics.outcome(upstream.url, outcome);
-    }
-  }
-
-  private moveOn(upstream: Upstream, failure: UpstreamFailure, set: (outcome: Outcome) => void): UpstreamFailure {
-    set(failure.kind === 'overloaded' ? 'overloaded' : failure.kind === 'invalid' ? 'invalid' : 'error');
-    if (failure.kind === 'overloaded') upstream.overloaded(failure.retryAfter);
-    else if (failure.kind === 'failed') upstream.failed(false);
-    return failure;
   }
 
   private pick(tried: Set<Upstream>): Upstream | null {
@@ -443,7 +320,7 @@ export class RemoteEngine implements Engine {
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(this.options.headersTimeoutMs),
       });
-    } catch (error) {
+    } catch {
       throw new UpstreamUnavailableError(`The upstream server did not answer ${path}`);
     }
     if (!res.ok) {
@@ -453,60 +330,4 @@ export class RemoteEngine implements Engine {
     }
     return res.json();
   }
-}
-
-/** The message of a connection that failed before any answer; tells it apart from an upstream's own error. */
-const UNREACHABLE = 'unreachable';
-
-/** An event that is not what the dialect says is the upstream's failure, not a bug of ours. */
-function decode(call: UpstreamCall, data: string): Decoded[] {
-  try {
-    return call.decoder.decode(data);
-  } catch {
-    return [{ type: 'error', failure: { kind: 'failed', message: `the upstream sent an event that cannot be read: ${data.slice(0, 100)}` } }];
-  }
-}
-
-async function* wholeBody(res: Response): AsyncGenerator<string> {
-  yield await res.text();
-}
-
-/** An error status: its kind, the upstream's message (TGI's or OpenAI's shape) and `Retry-After`. */
-async function refusal(res: Response): Promise<UpstreamFailure> {
-  const text = await res.text().catch(() => '');
-  let message = `HTTP ${res.status}`;
-  let type: unknown;
-  try {
-    const json = JSON.parse(text) as { error?: string | { message?: string; type?: string; code?: unknown }; error_type?: string };
-    if (typeof json.error === 'string') {
-      message = json.error;
-      type = json.error_type;
-    } else if (json.error && typeof json.error.message === 'string') {
-      message = json.error.message;
-      type = typeof json.error.code === 'string' ? json.error.code : json.error.type;
-    }
-  } catch {
-    // Not JSON: the status says enough.
-  }
-  const retryAfter = Number(res.headers.get('retry-after'));
-  return {
-    kind: failureKind(type, res.status),
-    message,
-    ...(typeof type === 'string' ? { errorType: type } : {}),
-    ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfter } : {}),
-  };
-}
-
-/** The upstream's own validation message, without a second "Input validation error: " in front. */
-function invalidError(message: string): ValidationError {
-  return new ValidationError(message.replace(/^Input validation error: /, ''));
-}
-
-const KNOWN: readonly ErrorType[] = ['generation', 'incomplete_generation', 'validation', 'template_error', 'overloaded'];
-
-/** An upstream's error event after the first token: the same type when it is one of ours, else a generation error. */
-function inStreamError(failure: UpstreamFailure): InferenceError {
-  const type = failure.errorType as ErrorType | undefined;
-  if (type && KNOWN.includes(type)) return new InferenceError(type, failure.message);
-  return new GenerationError(failure.message.replace(/^Request failed during generation: /, ''));
 }

@@ -2,7 +2,7 @@
  * Per-upstream Prometheus metrics, beside TGI's `tgi_*` ones in the same registry. Values are set
  * as they change rather than collected, so two engines sharing a registry reuse the same metrics.
  */
-import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { Counter, Gauge, Histogram, type Metric, type Registry } from 'prom-client';
 
 /** TGI's duration buckets, as the mount's histograms use. */
 const DURATION_BUCKETS = Array.from({ length: 35 }, (_, i) => 0.00015 * 1.5 ** i);
