@@ -79,7 +79,7 @@ function setup(layout: CacheLayout = 'left', budget = { maxBatchSize: 8, maxBatc
   const loop = new GenerationLoop(model as unknown as ModelSession, budget, LIMITS.maxTotalTokens, post);
   const running = loop.run();
   const sequence = (id: number, prompt: number[], maxNew = 6) =>
-    new Sequence(id, prompt, validateParameters({ max_new_tokens: maxNew }, LIMITS, {}), maxNew, ctx);
+    new Sequence(id, prompt, validateParameters({ max_new_tokens: maxNew }, LIMITS, { stream: false }), maxNew, ctx);
   const until = async (done: () => boolean) => {
     while (!done()) await new Promise<void>((resolve) => waiters.push(resolve));
   };
