@@ -1,54 +1,48 @@
 /**
- * `npm run bench`: the engine against a bare onnxruntime-node loop on the SmolLM2-135M-shaped fixture.
- * Prints a table and the ratios, and writes the figures to bench/results/latest.json. The machines are
- * shared and noisy: compare the ratios of one run, not absolute figures across runs.
+ * `npm run bench`: the engine against a bare onnxruntime-node loop, then against node-llama-cpp on the
+ * same weights, on the SmolLM2-135M-shaped fixture. Prints tables and the ratios, and writes the
+ * figures to bench/results/latest.json. The machines are shared and noisy: compare the ratios of one
+ * run, not absolute figures across runs. `npm run bench -- --quick` (or BENCH_QUICK=1) is a smoke run:
+ * one round, 32 new tokens.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import { createEngine } from '../src/engine/engine.js';
+import { TRAINING_CORPUS } from '../src/fixture/corpus.js';
+import { ensureFixtureGguf } from '../src/fixture/gguf/index.js';
 import { ensureFixtureModel } from '../src/fixture/index.js';
-import { loadTokenizer } from '../src/text/tokenizer.js';
+import { type TextTokenizer, loadTokenizer } from '../src/text/tokenizer.js';
 import type { Engine } from '../src/types.js';
 import { floorGreedy, type FloorResult } from './floor.js';
+import { fmt, pct, stream } from './measure.js';
+import { type PeerRow, comparePeers, llamaCpp, ours, printPeers } from './peer-compare.js';
 
-const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 128);
+const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? (QUICK ? 32 : 128));
+const ROUNDS = QUICK ? 1 : 2;
 const PROMPT =
   'The old lighthouse keeper climbed the spiral stairs every evening, carrying a lantern and a notebook in which he wrote down the ships he saw.';
 
-interface StreamTimes {
-  firstTokenMs: number;
-  gaps: number[];
-  tokens: number;
-  totalMs: number;
-}
+/** The peer table's rows, in the order they run; an `ours` row's ratios are taken against its `versus`. */
+const PEER_ROWS: PeerRow[] = [
+  ours('ours fp32', () => ensureFixtureModel('bench'), { versus: 'node-llama-cpp F32' }),
+  llamaCpp('node-llama-cpp F32', () => ensureFixtureGguf('bench', { type: 'F32' })),
+  llamaCpp('node-llama-cpp Q8_0', () => ensureFixtureGguf('bench', { type: 'Q8_0' })),
+  llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
+];
 
-const pct = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-};
-const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
-
-async function stream(engine: Engine, maxNewTokens: number, inputs = PROMPT): Promise<StreamTimes> {
-  const started = performance.now();
-  let last = started;
-  let firstTokenMs = 0;
-  const gaps: number[] = [];
-  let tokens = 0;
-  for await (const _ of engine.generate({ inputs, parameters: { max_new_tokens: maxNewTokens, do_sample: false } })) {
-    const now = performance.now();
-    if (tokens === 0) firstTokenMs = now - started;
-    else gaps.push(now - last);
-    last = now;
-    tokens += 1;
-  }
-  return { firstTokenMs, gaps, tokens, totalMs: last - started };
+/** `count` tokens of prose: the fixture's corpus, repeated as needed and cut at a token boundary. */
+function longPrompt(tokenizer: TextTokenizer, count: number): string {
+  let text = TRAINING_CORPUS;
+  while (tokenizer.encode(text).length < count) text += `\n${TRAINING_CORPUS}`;
+  return tokenizer.decode(tokenizer.encode(text).slice(0, count));
 }
 
 async function concurrent(engine: Engine, streams: number) {
   const started = performance.now();
-  const results = await Promise.all(Array.from({ length: streams }, () => stream(engine, NEW_TOKENS)));
+  const results = await Promise.all(Array.from({ length: streams }, () => stream(engine, NEW_TOKENS, PROMPT)));
   const seconds = (performance.now() - started) / 1000;
   const tokens = results.reduce((n, r) => n + r.tokens, 0);
   return {
@@ -64,10 +58,10 @@ async function concurrent(engine: Engine, streams: number) {
 
 /** Time to first token of short probes sent one after another while `background` streams run. */
 async function probeFirstToken(engine: Engine, background: number, probes: number): Promise<number[]> {
-  const running = Array.from({ length: background }, () => stream(engine, NEW_TOKENS * 4));
+  const running = Array.from({ length: background }, () => stream(engine, NEW_TOKENS * 4, PROMPT));
   if (background > 0) await new Promise((r) => setTimeout(r, 1000));
   const times: number[] = [];
-  for (let i = 0; i < probes; i++) times.push((await stream(engine, 4)).firstTokenMs);
+  for (let i = 0; i < probes; i++) times.push((await stream(engine, 4, PROMPT)).firstTokenMs);
   await Promise.all(running);
   return times;
 }
@@ -79,16 +73,16 @@ async function main(): Promise<void> {
   const promptIds = tokenizer.encode(PROMPT);
   console.log(`Prompt: ${promptIds.length} tokens; ${NEW_TOKENS} new tokens per request, greedy.`);
 
-  // Floor and engine alternate, twice, and each figure is the better of its two runs: the machine is
+  // Floor and engine alternate, twice (once with --quick), and each figure is the better of its runs: the machine is
   // shared, so back-to-back pairs keep slow drifts in its load out of the ratios.
   const session = await ort.InferenceSession.create(join(model, 'onnx', 'model.onnx'), { graphOptimizationLevel: 'all' });
   const engine = await createEngine({ model });
   await floorGreedy(session, promptIds, 1, 4);
-  await stream(engine, 4);
+  await stream(engine, 4, PROMPT);
   const floor: Record<number, FloorResult> = {};
   const best: Record<number, Awaited<ReturnType<typeof concurrent>>> = {};
   let loopDelayP99 = NaN;
-  for (let round = 0; round < 2; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     for (const streams of [1, 4, 8]) {
       if (streams !== 4) {
         const f = await floorGreedy(session, promptIds, streams, NEW_TOKENS);
@@ -131,9 +125,14 @@ async function main(): Promise<void> {
   console.log('\nRatios (targets): engine@1/floor@1 %s (>= 0.95), engine@8/floor@8 %s (>= 0.9), engine@8/engine@1 %s, TTFT loaded p95/idle %s (<= 3)',
     fmt(ratios.engine1OverFloor1, 2), fmt(ratios.engine8OverFloor8, 2), fmt(ratios.engine8OverEngine1, 2), fmt(ratios.ttftLoadedP95OverIdle, 2));
 
+  console.log('\nPreparing the peer comparison (GGUF files built once into .fixtures/gguf) ...');
+  const peerSettings = { prompt: PROMPT, prefillPrompt: longPrompt(tokenizer, 512), newTokens: NEW_TOKENS, streams: 8, threads: [1, 2], rounds: ROUNDS };
+  const peers = await comparePeers(PEER_ROWS, peerSettings);
+  printPeers(peers, peerSettings);
+
   const out = join(import.meta.dirname ?? 'bench', 'results');
   await mkdir(out, { recursive: true });
-  const figures = { date: new Date().toISOString(), promptTokens: promptIds.length, newTokens: NEW_TOKENS, floor, engine: runs, loopDelayP99, ttftIdle: idle, ttftLoaded: loaded, ratios };
+  const figures = { date: new Date().toISOString(), promptTokens: promptIds.length, newTokens: NEW_TOKENS, floor, engine: runs, loopDelayP99, ttftIdle: idle, ttftLoaded: loaded, ratios, peers };
   await writeFile(join(out, 'latest.json'), JSON.stringify(figures, null, 2));
   console.log(`\nFigures written to ${join(out, 'latest.json')}`);
 }
