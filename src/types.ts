@@ -242,6 +242,13 @@ export interface EngineOptions {
    * index (the `anchored` layout) never reuse a prefix.
    */
   prefixCacheBytes?: number;
+  /**
+   * Most tokens prompt-lookup speculation proposes per pass while a single stream runs: the tokens
+   * that followed an earlier occurrence of its last few tokens in its prompt or output, checked in one
+   * forward pass. The tokens are exactly those without it; text that repeats its input (rewriting,
+   * extending, quoting) comes faster. 0 turns it off. Default 4.
+   */
+  speculativeTokens?: number;
   /** Most prompt tokens per request; default `maxTotalTokens - 1`. */
   maxInputTokens?: number;
   /**
@@ -322,6 +329,9 @@ export interface EngineStats {
   prefixCacheTokens?: number;
   /** Bytes the prefix cache holds now. */
   prefixCacheBytes?: number;
+  /** Tokens prompt-lookup speculation proposed, and those the model confirmed, since the worker started. Absent when it is off. */
+  speculativeProposedTokens?: number;
+  speculativeAcceptedTokens?: number;
 }
 
 /** One forward pass of the engine, for the batch metrics (TGI's `tgi_batch_*`). */

@@ -46,6 +46,7 @@ export function kvBytesPerToken(shape: KvShape): number {
 export interface ResolvedConfig extends BatchBudget {
   limits: ValidationLimits;
   prefixCacheBytes: number;
+  speculativeTokens: number;
 }
 
 /**
@@ -53,6 +54,9 @@ export interface ResolvedConfig extends BatchBudget {
  * a few hundred chats' system prompts and earlier turns without doubling the engine's memory.
  */
 const PREFIX_CACHE_SHARE = 1 / 4;
+
+/** Proposed tokens per speculative pass (bench/speculation.ts). */
+const DEFAULT_SPECULATIVE_TOKENS = 4;
 
 type Caller = 'createEngine' | 'streamingInference';
 
@@ -91,6 +95,7 @@ const ENGINE_OPTIONS: Record<keyof EngineOptions, true> = {
   maxBatchTotalTokens: true,
   maxKvCacheBytes: true,
   prefixCacheBytes: true,
+  speculativeTokens: true,
   maxInputTokens: true,
   maxTotalTokens: true,
   maxStopSequences: true,
@@ -112,6 +117,8 @@ const INTEGER_OPTIONS = {
   maxKvCacheBytes: 1,
   // 0 turns the prefix cache off.
   prefixCacheBytes: 0,
+  // 0 turns speculation off.
+  speculativeTokens: 0,
   maxInputTokens: 1,
   // A request needs one prompt token and one new one.
   maxTotalTokens: 2,
@@ -228,5 +235,6 @@ export function resolveConfig(
     maxBatchPrefillTokens: options.maxBatchPrefillTokens ?? 512,
     maxBatchTotalTokens,
     prefixCacheBytes: options.prefixCacheBytes ?? Math.floor(maxBatchTotalTokens * bytesPerToken * PREFIX_CACHE_SHARE),
+    speculativeTokens: options.speculativeTokens ?? DEFAULT_SPECULATIVE_TOKENS,
   };
 }

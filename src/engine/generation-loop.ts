@@ -8,6 +8,7 @@ import type { ModelSession } from './model-session.js';
 import { ChunkedPrefill, type CachedPrefix } from './prefill.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 import type { Sequence } from './sequence.js';
+import { proposeTokens } from './speculation.js';
 
 /** Decode steps a finished row may stay in the cache, waiting to be merged out with a joining request. */
 const DEAD_ROW_STEPS = 4;
@@ -21,6 +22,15 @@ const DEAD_ROW_STEPS = 4;
  *
  * With a prefix cache, every completed prefill leaves its prompt's keys and values there, and a
  * request whose prompt starts with a cached prefix prefills alone from the end of it.
+ *
+ * With `speculativeTokens`, a batch of one row (a lone stream, where per-stream speed matters most)
+ * in the `left` or `right` layout runs a verification pass instead of a decode step whenever the
+ * prompt-lookup proposer has a guess (speculation.ts): its last token plus up to k proposed ones in
+ * one pass. Each position's logits go through `Sequence.next` in order, as consecutive decode steps
+ * would; the row keeps every token up to the first one that differs from the proposal (that one
+ * too: it is what the model chose there) and the cache keeps only those tokens' columns. Since the
+ * choice at each position is the sampler's own, sampled rows (same seed, same draws) get exactly the
+ * tokens they get without speculation too, only fewer of their proposals are accepted.
  */
 export class GenerationLoop {
   private readonly queue: BatchQueue<Sequence>;
@@ -29,6 +39,8 @@ export class GenerationLoop {
   private batch: KvBatch | null = null;
   private prefilling: ChunkedPrefill | null = null;
   private stepsWithDeadRows = 0;
+  private proposedTokens = 0;
+  private acceptedTokens = 0;
   /** The pass under way, reported with the first message it sends. */
   private pass: { method: 'prefill' | 'decode'; rows: number; started: number } | null = null;
   private wake: (() => void) | null = null;
@@ -37,7 +49,7 @@ export class GenerationLoop {
 
   constructor(
     private readonly model: ModelSession,
-    private readonly budget: BatchBudget,
+    private readonly budget: BatchBudget & { speculativeTokens?: number },
     /** The context: no position may reach it (limits.maxTotalTokens). */
     private readonly contextTokens: number,
     private readonly post: (message: FromWorker) => void,
@@ -72,6 +84,7 @@ export class GenerationLoop {
       ...(this.prefixCache
         ? { prefixCacheHits: this.prefixCache.hits, prefixCacheTokens: this.prefixCache.hitTokens, prefixCacheBytes: this.prefixCache.bytes }
         : {}),
+      ...(this.budget.speculativeTokens ? { speculativeProposedTokens: this.proposedTokens, speculativeAcceptedTokens: this.acceptedTokens } : {}),
     };
   }
 
@@ -172,11 +185,40 @@ export class GenerationLoop {
     const batch = this.batch!;
     // Rows that finished since the last merge ride along until it is worth copying them out.
     const rows = batch.rowIds.map((id) => this.running.get(id));
+    const proposal = rows.length === 1 && rows[0] ? this.proposal(rows[0]) : [];
+    if (proposal.length > 0) return this.verify(rows[0]!, proposal);
     const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? null)));
     batch.advance(present);
     const tokens: StepToken[] = [];
     rows.forEach((s, r) => s && tokens.push(s.next(logits.at(r, 0))));
     for (const s of rows) if (s?.finished) this.retire(s.id);
+    this.emit(tokens);
+    this.compact();
+  }
+
+  /** Tokens to verify after the lone row's last one; none when speculation cannot or need not run. */
+  private proposal(sequence: Sequence): number[] {
+    const k = Math.min(this.budget.speculativeTokens ?? 0, sequence.maxNewTokens - sequence.generated.length - 1);
+    if (k <= 0 || this.model.attention.layout === 'anchored') return [];
+    const proposal = proposeTokens([...sequence.promptIds, ...sequence.generated], k);
+    // GroupQueryAttention's rotary table bounds the cache's width (see compact).
+    if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens) return [];
+    return proposal;
+  }
+
+  /** One pass over the lone row's last token and `proposal`: see the class comment. */
+  private async verify(sequence: Sequence, proposal: number[]): Promise<void> {
+    const batch = this.batch!;
+    const { logits, present } = await this.model.forward(batch.verifyInputs([sequence.lastToken, ...proposal]));
+    const tokens: StepToken[] = [];
+    for (let j = 0; j <= proposal.length && !sequence.finished; j++) {
+      tokens.push(sequence.next(logits.at(0, j)));
+      if (tokens[j].token.id !== proposal[j]) break;
+    }
+    this.proposedTokens += proposal.length;
+    this.acceptedTokens += tokens.filter((t, j) => t.token.id === proposal[j]).length;
+    batch.advanceBy(present, tokens.length);
+    if (sequence.finished) this.retire(sequence.id);
     this.emit(tokens);
     this.compact();
   }

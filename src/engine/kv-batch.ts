@@ -72,6 +72,40 @@ export class KvBatch {
     return { batch, seqLen: 1, inputIds, attentionMask, positionIds, past: this.kv };
   }
 
+  /**
+   * Inputs of a one-row pass over `tokens` (the row's last token, then proposed ones) at the row's
+   * next positions: the mask and positions are those of as many decode steps.
+   */
+  verifyInputs(tokens: readonly number[]): ForwardInputs {
+    if (this.size !== 1 || this.layout === 'anchored') throw new Error('a multi-token pass needs a one-row batch in the left or right layout');
+    const seqLen = tokens.length;
+    const total = this.width + seqLen;
+    const attentionMask = new BigInt64Array(total);
+    if (this.layout === 'right') attentionMask.fill(1n, 0, this.lengths[0] + seqLen);
+    else attentionMask.fill(1n, this.starts[0], total);
+    const positionIds = BigInt64Array.from(tokens, (_, j) => BigInt(this.lengths[0] + j));
+    const inputIds = BigInt64Array.from(tokens, (t) => BigInt(t));
+    return { batch: 1, seqLen, inputIds, attentionMask, positionIds, past: this.kv };
+  }
+
+  /**
+   * Takes a `verifyInputs` pass's `present.*` keeping only its first `kept` new columns (the tokens
+   * that turned out to be the row's own): the rest are cut off, so the cache is exactly the one
+   * `kept` decode steps would have left.
+   */
+  advanceBy(present: ort.Tensor[], kept: number): void {
+    const fed = present[0].dims[2] - this.width;
+    const width = this.width + kept;
+    this.kv = kept === fed ? present : present.map((tensor) => {
+      const [rows, heads, , dim] = tensor.dims;
+      const data = allocLike(kvData(tensor), rows * heads * width * dim);
+      for (let r = 0; r < rows; r++) copyRow(kvData(tensor), width + fed - kept, r, 0, data, width, r, 0, width, heads, dim);
+      return new ort.Tensor(tensor.type as 'float32', data, [rows, heads, width, dim]);
+    });
+    this.width = width;
+    for (let r = 0; r < this.lengths.length; r++) this.lengths[r] += kept;
+  }
+
   /** Takes a decode step's `present.*` as the new cache (one column wider, every row one token longer). */
   advance(present: ort.Tensor[]): void {
     this.kv = present;

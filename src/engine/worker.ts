@@ -45,6 +45,8 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
   const coupling = rowCoupling(new Set(Object.keys(graph.opTypes)));
   const rowsPerPass = coupling && !options.allowBatchVariance ? 1 : maxRows;
   if (rowsPerPass !== null) resolved.maxBatchSize = Math.min(resolved.maxBatchSize, rowsPerPass);
+  // The same coupling spans a speculative pass's tokens: they would not be those of single steps.
+  if (coupling) resolved.speculativeTokens = 0;
   // Keys cached at one column are only right at that column: the anchored layout cannot reuse them.
   if (layout === 'anchored') resolved.prefixCacheBytes = 0;
   const info: ModelInfo = {
