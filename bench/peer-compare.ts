@@ -74,7 +74,9 @@ function runJob(label: string, job: PeerJob): Promise<PeerJobResult> {
 export async function comparePeers(rows: PeerRow[], s: PeerSettings): Promise<PeerFigures[]> {
   const models = new Map<string, string>();
   for (const row of rows) models.set(row.label, await row.model());
-  const figures = s.threads.flatMap((threads) => rows.map((row) => ({ label: row.label, threads, versus: row.versus, rounds: [] as PeerJobResult[] })));
+  const figures = s.threads.flatMap((threads) =>
+    rows.map((row) => ({ label: row.label, threads, versus: row.versus, rounds: [] as PeerJobResult[] })),
+  );
   for (let round = 0; round < s.rounds; round++) {
     for (const threads of s.threads) {
       for (const row of rows) {
@@ -90,7 +92,9 @@ export async function comparePeers(rows: PeerRow[], s: PeerSettings): Promise<Pe
         };
         const result = await runJob(row.label, job);
         figures.find((f) => f.label === row.label && f.threads === threads)!.rounds.push(result);
-        console.log(`  round ${round + 1}, ${threads} thread(s), ${row.label}: ${fmt(result.oneStream.tokensPerSecond)} / ${fmt(result.manyStreams.aggregateTokensPerSecond)} tok/s`);
+        console.log(
+          `  round ${round + 1}, ${threads} thread(s), ${row.label}: ${fmt(result.oneStream.tokensPerSecond)} / ${fmt(result.manyStreams.aggregateTokensPerSecond)} tok/s`,
+        );
       }
     }
   }
@@ -129,7 +133,9 @@ export function printPeers(figures: PeerFigures[], s: PeerSettings): void {
   console.log(
     `\nPeer comparison: ${b.promptTokens}-token prompt, ${s.newTokens} new tokens, greedy; ${s.streams} streams; prefill of ${b.prefillTokens} tokens; best of ${s.rounds} round(s), spread in brackets.`,
   );
-  console.log(`| system | threads | 1 stream tok/s | TTFT ms | ${s.streams} streams agg tok/s | per-stream (${s.streams}) | TTFT p50 (${s.streams}) ms | ${b.prefillTokens}-token prefill ms | RSS MB | peak RSS MB | load ms |`);
+  console.log(
+    `| system | threads | 1 stream tok/s | TTFT ms | ${s.streams} streams agg tok/s | per-stream (${s.streams}) | TTFT p50 (${s.streams}) ms | ${b.prefillTokens}-token prefill ms | RSS MB | peak RSS MB | load ms |`,
+  );
   console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of figures) {
     const r = best(f.rounds);
@@ -142,7 +148,9 @@ export function printPeers(figures: PeerFigures[], s: PeerSettings): void {
   const mismatched = figures.filter((f) => f.rounds[0].promptTokens !== b.promptTokens || f.rounds[0].prefillTokens !== b.prefillTokens);
   if (mismatched.length > 0) console.log(`Warning: ${mismatched.map((f) => f.label).join(', ')} tokenized the prompts differently`);
 
-  console.log('\nRatios, ours / peer (targets for our fastest 4-bit file against Q4_0: tok/s >= 1.0 at 1 stream, >= 1.3 at 8; times <= 1.0):');
+  console.log(
+    '\nRatios, ours / peer (targets for our fastest 4-bit file against Q4_0: tok/s >= 1.0 at 1 stream, >= 1.3 at 8; times <= 1.0):',
+  );
   for (const f of figures.filter((x) => x.versus)) {
     const peer = figures.find((x) => x.label === f.versus && x.threads === f.threads);
     if (!peer) continue;

@@ -82,7 +82,10 @@ async function measure(job: PeerJob, load: (job: PeerJob) => Promise<PeerRunner>
       manyStreams: {
         aggregateTokensPerSecond: many.reduce((n, r) => n + r.tokens, 0) / seconds,
         perStreamTokensPerSecond: many.reduce((s, r) => s + r.tokens / (r.totalMs / 1000), 0) / many.length,
-        ttftP50: pct(many.map((r) => r.firstTokenMs), 50),
+        ttftP50: pct(
+          many.map((r) => r.firstTokenMs),
+          50,
+        ),
       },
       prefillMs: prefill.firstTokenMs,
       rssMb: generating.read(),

@@ -2,8 +2,8 @@
  * `npm run bench`: the engine against a bare onnxruntime-node loop, then against node-llama-cpp on the
  * same weights, on the SmolLM2-135M-shaped fixture. Prints tables and the ratios, and writes the
  * figures to bench/results/latest.json. The machines are shared and noisy: compare the ratios of one
- * run, not absolute figures across runs. `npm run bench -- --quick` (or BENCH_QUICK=1) is a smoke run:
- * one round, 32 new tokens.
+ * run, not absolute figures across runs. `BENCH_QUICK=1 npm run bench` (or `tsx bench/run.ts --quick`) is a
+ * smoke run: one round, 32 new tokens.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -49,10 +49,22 @@ async function concurrent(engine: Engine, streams: number) {
     streams,
     aggregateTokensPerSecond: tokens / seconds,
     perStreamTokensPerSecond: results.reduce((s, r) => s + r.tokens / (r.totalMs / 1000), 0) / streams,
-    ttftP50: pct(results.map((r) => r.firstTokenMs), 50),
-    ttftP95: pct(results.map((r) => r.firstTokenMs), 95),
-    itlP50: pct(results.flatMap((r) => r.gaps), 50),
-    itlP95: pct(results.flatMap((r) => r.gaps), 95),
+    ttftP50: pct(
+      results.map((r) => r.firstTokenMs),
+      50,
+    ),
+    ttftP95: pct(
+      results.map((r) => r.firstTokenMs),
+      95,
+    ),
+    itlP50: pct(
+      results.flatMap((r) => r.gaps),
+      50,
+    ),
+    itlP95: pct(
+      results.flatMap((r) => r.gaps),
+      95,
+    ),
   };
 }
 
@@ -113,7 +125,9 @@ async function main(): Promise<void> {
   console.log('\n| run | aggregate tok/s | per-stream tok/s | TTFT p50 / p95 (ms) | ITL p50 / p95 (ms) |');
   console.log('|---|---|---|---|---|');
   for (const b of [1, 8]) {
-    console.log(`| floor, batch ${b} | ${fmt(floor[b].tokensPerSecond)} | ${fmt(floor[b].tokensPerSecond / b)} | ${fmt(floor[b].firstTokenMs, 0)} | - |`);
+    console.log(
+      `| floor, batch ${b} | ${fmt(floor[b].tokensPerSecond)} | ${fmt(floor[b].tokensPerSecond / b)} | ${fmt(floor[b].firstTokenMs, 0)} | - |`,
+    );
   }
   for (const r of runs) {
     console.log(
@@ -122,17 +136,40 @@ async function main(): Promise<void> {
   }
   console.log(`\nEvent-loop delay p99 during 8 streams: ${fmt(loopDelayP99, 2)} ms (target <= 10)`);
   console.log(`TTFT idle p50 ${fmt(pct(idle, 50), 0)} ms; with 7 streams running p95 ${fmt(pct(loaded, 95), 0)} ms`);
-  console.log('\nRatios (targets): engine@1/floor@1 %s (>= 0.95), engine@8/floor@8 %s (>= 0.9), engine@8/engine@1 %s, TTFT loaded p95/idle %s (<= 3)',
-    fmt(ratios.engine1OverFloor1, 2), fmt(ratios.engine8OverFloor8, 2), fmt(ratios.engine8OverEngine1, 2), fmt(ratios.ttftLoadedP95OverIdle, 2));
+  console.log(
+    '\nRatios (targets): engine@1/floor@1 %s (>= 0.95), engine@8/floor@8 %s (>= 0.9), engine@8/engine@1 %s, TTFT loaded p95/idle %s (<= 3)',
+    fmt(ratios.engine1OverFloor1, 2),
+    fmt(ratios.engine8OverFloor8, 2),
+    fmt(ratios.engine8OverEngine1, 2),
+    fmt(ratios.ttftLoadedP95OverIdle, 2),
+  );
 
   console.log('\nPreparing the peer comparison (GGUF files built once into .fixtures/gguf) ...');
-  const peerSettings = { prompt: PROMPT, prefillPrompt: longPrompt(tokenizer, 512), newTokens: NEW_TOKENS, streams: 8, threads: [1, 2], rounds: ROUNDS };
+  const peerSettings = {
+    prompt: PROMPT,
+    prefillPrompt: longPrompt(tokenizer, 512),
+    newTokens: NEW_TOKENS,
+    streams: 8,
+    threads: [1, 2],
+    rounds: ROUNDS,
+  };
   const peers = await comparePeers(PEER_ROWS, peerSettings);
   printPeers(peers, peerSettings);
 
   const out = join(import.meta.dirname ?? 'bench', 'results');
   await mkdir(out, { recursive: true });
-  const figures = { date: new Date().toISOString(), promptTokens: promptIds.length, newTokens: NEW_TOKENS, floor, engine: runs, loopDelayP99, ttftIdle: idle, ttftLoaded: loaded, ratios, peers };
+  const figures = {
+    date: new Date().toISOString(),
+    promptTokens: promptIds.length,
+    newTokens: NEW_TOKENS,
+    floor,
+    engine: runs,
+    loopDelayP99,
+    ttftIdle: idle,
+    ttftLoaded: loaded,
+    ratios,
+    peers,
+  };
   await writeFile(join(out, 'latest.json'), JSON.stringify(figures, null, 2));
   console.log(`\nFigures written to ${join(out, 'latest.json')}`);
 }

@@ -13,7 +13,12 @@ import { ensureFixtureGguf } from '../../src/fixture/gguf/index.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { loadTokenizer } from '../../src/text/tokenizer.js';
 
-const PROMPTS = ['The river town woke slowly on the first cold morning', 'Hello world', 'Numbers: 1, 2, 3 and 3.14!', '  spaced   out\ntext'];
+const PROMPTS = [
+  'The river town woke slowly on the first cold morning',
+  'Hello world',
+  'Numbers: 1, 2, 3 and 3.14!',
+  '  spaced   out\ntext',
+];
 const NEW_TOKENS = 24;
 
 let root: string;
@@ -60,7 +65,12 @@ describe('node-llama-cpp on the GGUF of the tiny fixture', () => {
     const generated = await withModel('F32', async (model) => {
       expect(PROMPTS.map((p) => model.tokenize(p))).toEqual(promptIds);
       // llama.cpp's default F16 KV cache rounds keys and values; F32 keeps its arithmetic comparable to ours.
-      const context = await model.createContext({ contextSize: 256, threads: 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+      const context = await model.createContext({
+        contextSize: 256,
+        threads: 1,
+        experimentalKvCacheKeyType: 'F32',
+        experimentalKvCacheValueType: 'F32',
+      });
       const sequence = context.getSequence();
       const all: number[][] = [];
       for (const [i, ids] of promptIds.entries()) {

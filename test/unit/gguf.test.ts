@@ -97,7 +97,14 @@ describe('writeLlamaGguf', () => {
     expect(tok.tokens.every((t: string, id: number) => id < 3 || hf.model.vocab[t] === id)).toBe(true);
     expect(tok.token_type.slice(0, 5)).toEqual([3, 3, 3, 1, 1]);
     expect(tok.merges).toEqual(hf.model.merges);
-    expect(tok).toMatchObject({ bos_token_id: 1, eos_token_id: 2, unknown_token_id: 0, padding_token_id: 2, add_bos_token: false, add_eos_token: false });
+    expect(tok).toMatchObject({
+      bos_token_id: 1,
+      eos_token_id: 2,
+      unknown_token_id: 0,
+      padding_token_id: 2,
+      add_bos_token: false,
+      add_eos_token: false,
+    });
     expect(m.tokenizer.chat_template).toBe(CHAT_TEMPLATE);
 
     const tensors = info.tensorInfo!;
@@ -121,7 +128,10 @@ describe('writeLlamaGguf', () => {
 
   it('quantizes matrices in Q8_0 and Q4_0 files, keeps norms F32 and the tied embedding Q8_0', async () => {
     const types = { F32: 0, Q4_0: 2, Q8_0: 8 };
-    for (const [fileType, fileTypeId, matrix] of [['Q8_0', 7, types.Q8_0], ['Q4_0', 2, types.Q4_0]] as const) {
+    for (const [fileType, fileTypeId, matrix] of [
+      ['Q8_0', 7, types.Q8_0],
+      ['Q4_0', 2, types.Q4_0],
+    ] as const) {
       const file = join(root, `tiny-${fileType}.gguf`);
       await writeLlamaGguf(file, model, fileType);
       const info = await readGgufFileInfo(file, { logWarnings: false });
@@ -141,7 +151,9 @@ describe('writeLlamaGguf', () => {
 
   it('refuses a tokenizer whose size differs from the model, and other pre-tokenizers', async () => {
     const small = buildTokenizerFiles({ vocabSize: 400, modelMaxLength: 2048 });
-    await expect(writeLlamaGguf(join(root, 'x.gguf'), { ...model, tokenizer: small }, 'F32')).rejects.toThrow(/400 tokens.*vocab_size is 512/);
+    await expect(writeLlamaGguf(join(root, 'x.gguf'), { ...model, tokenizer: small }, 'F32')).rejects.toThrow(
+      /400 tokens.*vocab_size is 512/,
+    );
     const files = buildTokenizerFiles({ vocabSize: shape.vocab, modelMaxLength: 2048 });
     const metaspace = { ...files, 'tokenizer.json': { ...files['tokenizer.json'], pre_tokenizer: { type: 'Metaspace' } } };
     await expect(writeLlamaGguf(join(root, 'y.gguf'), { ...model, tokenizer: metaspace }, 'F32')).rejects.toThrow(/pre-tokenizer/);
