@@ -15,6 +15,7 @@ import { ensureFixtureGguf } from '../src/fixture/gguf/index.js';
 import { ensureFixtureModel } from '../src/fixture/index.js';
 import { type TextTokenizer, loadTokenizer } from '../src/text/tokenizer.js';
 import type { Engine } from '../src/types.js';
+import { benchFamilies, printFamilies } from './families.js';
 import { floorGreedy, type FloorResult } from './floor.js';
 import { fmt, pct, stream } from './measure.js';
 import { type PeerRow, comparePeers, llamaCpp, ours, printPeers } from './peer-compare.js';
@@ -29,7 +30,11 @@ const PROMPT =
 const PEER_ROWS: PeerRow[] = [
   ours('ours fp32', () => ensureFixtureModel('bench'), { versus: 'node-llama-cpp F32' }),
   llamaCpp('node-llama-cpp F32', () => ensureFixtureGguf('bench', { type: 'F32' })),
+  ours('ours q8 (one row per pass)', () => ensureFixtureModel('bench', { weights: 'q8' }), { dtype: 'q8', versus: 'node-llama-cpp Q8_0' }),
   llamaCpp('node-llama-cpp Q8_0', () => ensureFixtureGguf('bench', { type: 'Q8_0' })),
+  ours('ours q4', () => ensureFixtureModel('bench', { weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' }),
+  // The fused form onnxruntime-genai exports: GroupQueryAttention, SimplifiedLayerNormalization, MatMulNBits.
+  ours('ours GQA q4', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' }),
   llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
 ];
 
@@ -156,6 +161,10 @@ async function main(): Promise<void> {
   const peers = await comparePeers(PEER_ROWS, peerSettings);
   printPeers(peers, peerSettings);
 
+  console.log('\nEach export family and weight format against the bare loop on the same file ...');
+  const families = await benchFamilies(PROMPT, promptIds, NEW_TOKENS);
+  printFamilies(families);
+
   const out = join(import.meta.dirname ?? 'bench', 'results');
   await mkdir(out, { recursive: true });
   const figures = {
@@ -168,6 +177,7 @@ async function main(): Promise<void> {
     ttftIdle: idle,
     ttftLoaded: loaded,
     ratios,
+    families,
     peers,
   };
   await writeFile(join(out, 'latest.json'), JSON.stringify(figures, null, 2));
