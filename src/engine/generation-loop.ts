@@ -40,6 +40,12 @@ export class GenerationLoop {
   private prefilling: ChunkedPrefill | null = null;
   private stepsWithDeadRows = 0;
   private proposedTokens = 0;
+  /**
+   * Back-off after verifications that kept none of their proposals: the lone row skips proposing
+   * for 2, 4, ... 32 steps, so text where lookups never hit pays for few wasted verification passes.
+   */
+  private missedVerifications = 0;
+  private skipProposals = 0;
   private acceptedTokens = 0;
   /** The pass under way, reported with the first message it sends. */
   private pass: { method: 'prefill' | 'decode'; rows: number; started: number } | null = null;
@@ -200,6 +206,10 @@ export class GenerationLoop {
   private proposal(sequence: Sequence): number[] {
     const k = Math.min(this.budget.speculativeTokens ?? 0, sequence.maxNewTokens - sequence.generated.length - 1);
     if (k <= 0 || this.model.attention.layout === 'anchored') return [];
+    if (this.skipProposals > 0) {
+      this.skipProposals -= 1;
+      return [];
+    }
     const proposal = proposeTokens([...sequence.promptIds, ...sequence.generated], k);
     // GroupQueryAttention's rotary table bounds the cache's width (see compact).
     if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens) return [];
@@ -216,7 +226,10 @@ export class GenerationLoop {
       if (tokens[j].token.id !== proposal[j]) break;
     }
     this.proposedTokens += proposal.length;
-    this.acceptedTokens += tokens.filter((t, j) => t.token.id === proposal[j]).length;
+    const accepted = tokens.filter((t, j) => t.token.id === proposal[j]).length;
+    this.acceptedTokens += accepted;
+    this.missedVerifications = accepted > 0 ? 0 : this.missedVerifications + 1;
+    this.skipProposals = accepted > 0 ? 0 : Math.min(32, 2 ** this.missedVerifications);
     batch.advanceBy(present, tokens.length);
     if (sequence.finished) this.retire(sequence.id);
     this.emit(tokens);
