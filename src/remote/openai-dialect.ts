@@ -2,7 +2,7 @@
  * OpenAI's wire as a client (vLLM, SGLang, llama.cpp's llama-server, Ollama's `/v1`): streamed
  * `/v1/completions` for prompts and `/v1/chat/completions` for messages, with the usage chunk.
  *
- * What it cannot carry: token ids (`-1`); logprobs unless asked for (NaN, null in JSON); whether
+ * What it cannot carry: token ids (`-1`; llama.cpp sends them with logprobs); logprobs unless asked for (NaN, null in JSON); whether
  * `stop` was the end-of-sequence token or a stop sequence, except from vLLM's `stop_reason`; and a
  * chunk may hold several tokens, or part of one, so "one event per token" becomes "one per chunk".
  */
@@ -46,20 +46,25 @@ export function openaiChatCall(request: ChatGenerateRequest, params: ValidatedPa
     ...openaiSampling(params),
     ...(params.details ? { logprobs: true, ...(params.topNTokens > 0 ? { top_logprobs: params.topNTokens } : {}) } : {}),
   };
-  return { path: '/v1/chat/completions', body, whole: false, decoder: new OpenAIDecoder('chat') };
+  return { path: '/v1/chat/completions', body, whole: false, decoder: new OpenAIDecoder('chat', params.topNTokens) };
 }
 
-/** `/v1/completions`; `details` or `top_n_tokens` ask for the legacy `logprobs: n`. */
+/**
+ * `/v1/completions`, always with `logprobs` (at least one alternative): every TGI event carries its
+ * token's logprob, and llama.cpp sends the token ids with them. Alternatives beyond `top_n_tokens`
+ * are dropped.
+ */
 export function openaiCompletionCall(request: GenerateRequest, params: ValidatedParameters, model: string): UpstreamCall {
-  const wantLogprobs = params.details || params.topNTokens > 0;
-  const body = { model, prompt: request.inputs, ...openaiSampling(params), ...(wantLogprobs ? { logprobs: params.topNTokens } : {}) };
-  return { path: '/v1/completions', body, whole: false, decoder: new OpenAIDecoder('completion') };
+  const body = { model, prompt: request.inputs, ...openaiSampling(params), logprobs: Math.max(1, params.topNTokens) };
+  return { path: '/v1/completions', body, whole: false, decoder: new OpenAIDecoder('completion', params.topNTokens) };
 }
 
-interface ChatLogprob {
+/** OpenAI chat's logprob entry; llama.cpp adds the token `id`, and uses it on completions too. */
+interface ContentLogprob {
+  id?: number;
   token: string;
   logprob: number;
-  top_logprobs?: Array<{ token: string; logprob: number }>;
+  top_logprobs?: Array<{ id?: number; token: string; logprob: number }>;
 }
 
 interface OpenAIChunk {
@@ -67,7 +72,7 @@ interface OpenAIChunk {
     text?: string;
     delta?: { content?: string | null };
     logprobs?: {
-      content?: ChatLogprob[] | null;
+      content?: ContentLogprob[] | null;
       tokens?: string[];
       token_logprobs?: number[];
       top_logprobs?: Array<Record<string, number>> | null;
@@ -97,7 +102,8 @@ export class OpenAIDecoder implements StreamDecoder {
   private usage: { prompt: number; completion: number } | null = null;
   private done = false;
 
-  constructor(private readonly route: 'chat' | 'completion') {}
+  /** `topN`: the alternatives each token keeps (the request's `top_n_tokens`). */
+  constructor(private readonly route: 'chat' | 'completion', private readonly topN = 0) {}
 
   decode(data: string): Decoded[] {
     if (this.done) return [];
@@ -108,7 +114,8 @@ export class OpenAIDecoder implements StreamDecoder {
     if (chunk.usage) this.usage = { prompt: chunk.usage.prompt_tokens ?? 0, completion: chunk.usage.completion_tokens ?? 0 };
     const choice = chunk.choices?.[0];
     if (!choice) return out;
-    for (const step of this.route === 'chat' ? chatSteps(choice) : completionSteps(choice)) {
+    for (const found of this.route === 'chat' ? chatSteps(choice) : completionSteps(choice)) {
+      const step = this.topN > 0 ? { token: found.token, topTokens: found.topTokens?.slice(0, this.topN) } : { token: found.token };
       this.started = true;
       this.text += step.token.text;
       this.count += 1;
@@ -139,20 +146,28 @@ export class OpenAIDecoder implements StreamDecoder {
 }
 
 function chatSteps(choice: NonNullable<OpenAIChunk['choices']>[number]): Step[] {
-  const content = choice.delta?.content ?? '';
-  const entries = choice.logprobs?.content ?? [];
-  if (entries.length === 0) return content === '' ? [] : [{ token: textToken(content) }];
-  // Several tokens in one chunk: their texts, if they add up to the chunk's; else the text on the first.
-  const exact = entries.map((e) => e.token).join('') === content;
+  return contentSteps(choice.delta?.content ?? '', choice.logprobs?.content ?? []);
+}
+
+/** One step per logprob entry (several tokens may share a chunk), else one for the chunk's text. */
+function contentSteps(text: string, entries: ContentLogprob[]): Step[] {
+  if (entries.length === 0) return text === '' ? [] : [{ token: textToken(text) }];
+  // The entries' texts, if they add up to the chunk's; else the chunk's text on the first.
+  const exact = entries.map((e) => e.token).join('') === text;
   return entries.map((entry, i) => ({
-    token: textToken(exact ? entry.token : i === 0 ? content : '', entry.logprob),
-    topTokens: (entry.top_logprobs ?? []).map((top) => textToken(top.token, top.logprob)),
+    token: withId(textToken(exact ? entry.token : i === 0 ? text : '', entry.logprob), entry.id),
+    topTokens: (entry.top_logprobs ?? []).map((top) => withId(textToken(top.token, top.logprob), top.id)),
   }));
+}
+
+function withId(token: Token, id: number | undefined): Token {
+  return typeof id === 'number' ? { ...token, id } : token;
 }
 
 function completionSteps(choice: NonNullable<OpenAIChunk['choices']>[number]): Step[] {
   const text = choice.text ?? '';
   const logprobs = choice.logprobs;
+  if (logprobs?.content) return contentSteps(text, logprobs.content);
   const tokens = logprobs?.tokens ?? [];
   if (tokens.length === 0) return text === '' ? [] : [{ token: textToken(text) }];
   const exact = tokens.join('') === text;

@@ -103,9 +103,10 @@ describe('OpenAI dialect', () => {
 
   it('maps our resolved parameters onto OpenAI fields: greedy as temperature 0, our seed when sampling', () => {
     const greedy = openaiCompletionCall({ inputs: 'Hi' }, validated({ max_new_tokens: 4, do_sample: false, stop: ['\n'], repetition_penalty: 1.2 }), 'm');
+    // Logprobs always: every TGI event carries its token's, and llama.cpp sends token ids with them.
     expect(greedy.body).toEqual({
       model: 'm', prompt: 'Hi', stream: true, stream_options: { include_usage: true }, max_tokens: 4, temperature: 0,
-      repetition_penalty: 1.2, stop: ['\n'],
+      repetition_penalty: 1.2, stop: ['\n'], logprobs: 1,
     });
     const sampled = validated({ temperature: 0.7, top_p: 0.9, top_k: 20, seed: 5, details: true, top_n_tokens: 2 });
     const chat = openaiChatCall({ messages: [{ role: 'user', content: 'Hi' }] }, sampled, 'm');
@@ -139,7 +140,7 @@ describe('OpenAI dialect', () => {
       chunk({ content: '' }, { content: [lp('', -2)], refusal: null }, null) +
       chunk({}, null, 'stop') +
       'data: {"choices":[],"usage":{"prompt_tokens":60,"completion_tokens":3,"total_tokens":63}}\n\ndata: [DONE]\n\n';
-    const decoder = new OpenAIDecoder('chat');
+    const decoder = new OpenAIDecoder('chat', 1);
     const events = decodeAll(decoder, stream);
     expect(events.map((e) => e.type)).toEqual(['token', 'token', 'end']);
     expect(events[0]).toEqual({ type: 'token', token: { id: -1, text: 'ers', logprob: -1.3, special: false }, topTokens: [{ id: -1, text: 'ers', logprob: -1.3, special: false }] });
@@ -147,7 +148,7 @@ describe('OpenAI dialect', () => {
   });
 
   it('vLLM: several tokens in one chunk, legacy logprobs, and stop_reason telling a stop string from the eos', () => {
-    const decoder = new OpenAIDecoder('completion');
+    const decoder = new OpenAIDecoder('completion', 2);
     const events = decodeAll(decoder,
       'data: {"choices":[{"text":"Hello world","logprobs":{"tokens":["Hello"," world"],"token_logprobs":[-0.1,-0.2],"top_logprobs":[{"Hello":-0.1,"Hi":-2},{" world":-0.2}]},"finish_reason":"stop","stop_reason":"\\n"}]}\n\n' +
       'data: [DONE]\n\n');
@@ -164,6 +165,19 @@ describe('OpenAI dialect', () => {
     expect(failing.decode('{"error":{"code":500,"message":"The model produced output that does not match","type":"server_error"}}')).toEqual([
       { type: 'error', failure: { kind: 'failed', message: 'The model produced output that does not match', errorType: 'server_error' } },
     ]);
+  });
+
+  it('llama.cpp: completion logprobs in the chat layout carry token ids; alternatives beyond top_n_tokens are dropped', () => {
+    const entry = (id: number, token: string, logprob: number) => ({ id, token, bytes: [], logprob });
+    const chunk = { choices: [{ text: ' you', logprobs: { content: [{ ...entry(405, ' you', -1.44), top_logprobs: [entry(405, ' you', -1.44), entry(342, 'ste', -1.98)] }] }, finish_reason: 'length' }] };
+    const events = decodeAll(new OpenAIDecoder('completion', 1), `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`);
+    expect(events).toEqual([{
+      type: 'end',
+      token: { id: 405, text: ' you', logprob: -1.44, special: false },
+      topTokens: [{ id: 405, text: ' you', logprob: -1.44, special: false }],
+      summary: { finishReason: 'length', generatedText: ' you', generatedTokens: 1, inputLength: 0 },
+    }]);
+    expect(decodeAll(new OpenAIDecoder('completion'), `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`)[0]).not.toHaveProperty('topTokens');
   });
 
   it('a stream cut before its finish ends with nothing, so the engine sees it as broken', () => {
