@@ -8,6 +8,9 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine, GenerateParameters } from '../../src/types.js';
 import { startServer } from '../conformance/servers.js';
 
+/** The fault fires at one total length: a speculative pass that spans several would step over it. */
+const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+
 /** The tiny model, built so that any forward pass over exactly 24 positions fails inside ONNX Runtime. */
 const FAIL_AT = 24;
 let engine: Engine;
@@ -35,7 +38,7 @@ async function promptOfLength(length: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), onError: collect(reports) });
+  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS, onError: collect(reports) });
 });
 
 beforeEach(() => {

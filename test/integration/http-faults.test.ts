@@ -12,6 +12,9 @@ import type { Engine } from '../../src/types.js';
 import { eventually, frameJson, post, readSse, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
 
+/** The fault fires at one total length: a speculative pass that spans several would step over it. */
+const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+
 /** The tiny model, built so that any forward pass over exactly 24 positions fails. */
 const FAIL_AT = 24;
 const PROMPT_TOKENS = 10;
@@ -28,7 +31,7 @@ async function inFlight(): Promise<number> {
 }
 
 beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }) });
+  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS });
   server = await startServer({ framework: 'express5', mount: 'root' }, { engine });
   // ' a' is one token of the fixture's byte-level BPE, and 'a' another.
   prompt = 'a' + ' a'.repeat(PROMPT_TOKENS - 1);

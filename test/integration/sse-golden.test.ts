@@ -11,6 +11,9 @@ import { DONE, goldenStreamAudits } from '../conformance/golden-audits.js';
 import { frameJson, post, postForJson, readSse } from '../conformance/http-client.js';
 import { startServer, variantName, type RunningServer, type ServerVariant } from '../conformance/servers.js';
 
+/** The fault fires at one total length: a speculative pass that spans several would step over it. */
+const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+
 interface TgiToken { id: number; text: string; logprob: number; special: boolean }
 
 let engine: Engine;
@@ -81,7 +84,7 @@ describe('a generation that fails after its first byte', () => {
   const url = (path: string) => server.url + path;
 
   beforeAll(async () => {
-    faulty = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }) });
+    faulty = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS });
     server = await startServer({ framework: 'koa3', mount: 'prefix' }, { engine: faulty });
     // A 10-token prompt: the prefill and the decode steps up to length 23 stream tokens, the next pass fails.
     const candidates = [' q', ' z', ' k', ' 7'].flatMap((word) => Array.from({ length: 12 }, (_, k) => 'x' + word.repeat(k)));
