@@ -67,26 +67,30 @@ describe('balancing three upstreams', () => {
     await router.close();
   });
 
-  it('splits a steady load evenly: 24 closed-loop clients, each upstream holding a third of them (±15 %)', async () => {
-    router = await startRouter();
+  it('splits a steady load evenly: 24 closed-loop clients, each upstream serving a third (±15 %)', async () => {
+    // Our own counts only: with the scraped queue depth, an upstream that gets less of this shared
+    // machine's CPU queues more and is rightly sent less (picker unit tests cover that weighting).
+    router = await startRouter({ loadIntervalMs: 0 });
     const before = await served();
     const CLIENTS = 24;
-    const EACH = 3;
-    // The load each upstream carries, sampled while the clients run: requests in flight on it.
+    const EACH = 8;
+    // Requests in flight on each upstream, sampled while every client is running, for the report.
     const held = [0, 0, 0];
-    const sample = setInterval(() => router.engine.status().forEach((u, i) => (held[i] += u.inFlight)), 10);
+    let steady = true;
+    const sample = setInterval(() => steady && router.engine.status().forEach((u, i) => (held[i] += u.inFlight)), 5);
     // Each client sends its next request when its last one ended.
     const client = async () => {
       for (let i = 0; i < EACH; i++) expect(await stream(router.server.url, 8)).toEqual({ status: 200, events: 8 });
+      steady = false;
     };
     await Promise.all(Array.from({ length: CLIENTS }, client));
     clearInterval(sample);
-    const mean = held.reduce((a, b) => a + b) / 3;
     const requests = (await served()).map((n, i) => n - before[i]);
-    expect(requests.reduce((a, b) => a + b)).toBe(CLIENTS * EACH);
-    // Requests per upstream also follow each one's speed on this shared machine; the load held is what the router balances.
-    const report = `load held: ${held.map((h) => (h / mean).toFixed(2))} of the mean; requests: ${requests}`;
-    for (const h of held) expect(Math.abs(h - mean) / mean, report).toBeLessThanOrEqual(0.15);
+    const total = CLIENTS * EACH;
+    expect(requests.reduce((a, b) => a + b)).toBe(total);
+    const mean = held.reduce((a, b) => a + b) / 3;
+    const report = `requests per upstream: ${requests}; load held: ${held.map((h) => (h / mean).toFixed(2))} of the mean`;
+    for (const share of requests) expect(Math.abs(share - total / 3) / (total / 3), report).toBeLessThanOrEqual(0.15);
   });
 
   it("keeps to each upstream's own cap: the fleet's total in flight without a 429, then an immediate 429", async () => {

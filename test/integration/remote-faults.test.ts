@@ -229,7 +229,7 @@ function hostileBodies(): Array<[string, string]> {
     stop: ['1', '[1]', 'true'], seed: ['"x"', '-1', '1.5'], logit_bias: ['{"1":5}', '"x"'], frequency_penalty: ['3', '-3', '"x"'],
     presence_penalty: ['3', '-3', '"x"'], stream_options: ['{"include_usage":true}', '"x"'],
   };
-  const chatOnly: Record<string, string[]> = { response_format: ['{"type":"json_object"}', '"x"'], tool_choice: ['"required"', '{"type":"function"}'], logprobs: ['"x"'], top_logprobs: ['3', '99'] };
+  const chatOnly: Record<string, string[]> = { response_format: ['{"type":"nope"}', '"x"'], tool_choice: ['"required"', '{"type":"function"}'], logprobs: ['"x"'], top_logprobs: ['3', '99'] };
   const bodies: Array<[string, string]> = [];
   for (const path of ['/generate', '/generate_stream', '/', '/v1/completions', '/v1/chat/completions']) for (const body of broken) bodies.push([path, body]);
   for (const path of ['/generate', '/generate_stream', '/']) {
