@@ -7,12 +7,15 @@
  * - A field of the wrong JSON type is a ValidationError naming the field (TGI: serde's 422), checked
  *   first, as TGI's deserialization is. `null` counts as absent for every field.
  * - `seed` must be a safe integer (TGI takes any u64): seeds travel as JS numbers.
- * - `grammar` and `watermark: true` are refused: we implement neither, and ignoring them would return
- *   output the client did not ask for. TGI checks grammar after tokenizing; we check it last here.
+ * - `watermark: true` is refused: ignoring it would return output the client did not ask for.
+ * - `grammar` is read last (TGI checks it after tokenizing); a grammar that xgrammar refuses is a
+ *   422 from the worker, before the request is accepted.
  * - The streaming checks and `best_of`'s limits, which TGI runs in its route handlers before
  *   `Validation::validate`, run first here too.
  */
 import { ValidationError } from './errors.js';
+import type { GrammarSpec } from './grammar/spec.js';
+import { readTgiGrammar } from './protocol/structured-output.js';
 import type { GenerateParameters, ValidatedParameters, ValidationLimits } from './types.js';
 
 export interface ValidateOptions {
@@ -28,6 +31,8 @@ export interface ValidateOptions {
   inputs?: unknown;
   /** `return_full_text` when the request leaves it out: true on TGI's `POST /`, false elsewhere. */
   returnFullText?: boolean;
+  /** A constraint the route read from its own fields (OpenAI's `response_format`, ...); `grammar` must then be absent. */
+  grammar?: GrammarSpec;
 }
 
 const U32_MAX = 4294967295;
@@ -115,8 +120,10 @@ export function validateParameters(
   if (truncate !== null && (truncate === 0 || truncate > limits.maxInputTokens)) {
     fail(`\`truncate\` must be strictly positive and less than ${limits.maxInputTokens}. Given: ${truncate}`, 'truncate');
   }
-  if (raw.grammar != null) fail('grammar is not supported', 'grammar');
   if (watermark) fail('`watermark` is not supported', 'watermark');
+  const tgiGrammar = readTgiGrammar(raw.grammar, 'grammar');
+  if (tgiGrammar && options.grammar) fail('only one output constraint may be given; got `grammar` and another', 'grammar');
+  const grammar = tgiGrammar ?? options.grammar;
 
   return {
     sampling: {
@@ -137,6 +144,7 @@ export function validateParameters(
     decoderInputDetails,
     topNTokens: topNTokens ?? 0,
     truncate,
+    ...(grammar ? { grammar } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
  * re-exports them, so a user sees one set of names.
  */
 import type { ErrorListener } from './errors.js';
+import type { GrammarSpec } from './grammar/spec.js';
 
 /** Why a sequence stopped, in TGI's words. OpenAI routes map `eos_token` and `stop_sequence` to `stop`. */
 export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
@@ -36,6 +37,8 @@ export interface GenerateParameters {
 export interface GenerateRequest {
   inputs: string;
   parameters?: GenerateParameters;
+  /** An output constraint already read from an OpenAI body (`readOpenAIGrammar`); TGI's own is `parameters.grammar`. */
+  grammar?: GrammarSpec;
 }
 
 /** One chat message, as OpenAI and chat templates know it. */
@@ -55,6 +58,8 @@ export interface ChatGenerateRequest {
   /** More variables for the chat template (vLLM's `chat_template_kwargs`): `enable_thinking`, `documents`, ... */
   chatTemplateKwargs?: Record<string, unknown>;
   parameters?: GenerateParameters;
+  /** An output constraint already read from the body (`readOpenAIGrammar`). */
+  grammar?: GrammarSpec;
 }
 
 /** Limits the parameter validation enforces (TGI's router options). */
@@ -101,6 +106,8 @@ export interface ValidatedParameters {
   decoderInputDetails: boolean;
   topNTokens: number;
   truncate: number | null;
+  /** What the output must match (TGI's `grammar`, or an OpenAI route's constraint fields); absent: free text. */
+  grammar?: GrammarSpec;
 }
 
 /** A generated or prompt token as TGI reports it. */

@@ -4,6 +4,7 @@ import {
   type ErrorListener, type ErrorPhase,
 } from '../errors.js';
 import { validateParameters } from '../params.js';
+import type { GrammarSpec } from '../grammar/spec.js';
 import { checkEngineOptions } from './config.js';
 import type {
   ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, ForwardPassRecord, GenerateOptions,
@@ -122,11 +123,11 @@ class WorkerEngine implements Engine {
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
     // `inputs` is checked with the parameters, at TGI's place in the rule order.
-    return this.start(request?.parameters, options, { inputs: request?.inputs }, () => ({ text: request.inputs }));
+    return this.start(request?.parameters, options, { inputs: request?.inputs, grammar: request?.grammar }, () => ({ text: request.inputs }));
   }
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
-    return this.start(request?.parameters, options, {}, () => {
+    return this.start(request?.parameters, options, { grammar: request?.grammar }, () => {
       if (!Array.isArray(request?.messages) || request.messages.length === 0) {
         throw new ValidationError('`messages` must be a non-empty array', 'messages');
       }
@@ -192,7 +193,7 @@ class WorkerEngine implements Engine {
   private start(
     parameters: GenerateRequest['parameters'],
     options: GenerateOptions,
-    extra: { inputs?: unknown },
+    extra: { inputs?: unknown; grammar?: GrammarSpec },
     prompt: () => Prompt,
   ): Generation {
     const id = this.nextId++;

@@ -70,7 +70,8 @@ export class GenerationLoop {
   }
 
   cancel(id: number): void {
-    if (this.queue.remove(id)) return;
+    const queued = this.queue.remove(id);
+    if (queued) return queued.release();
     if (this.running.has(id) || this.prefilling?.sequences.some((s) => s.id === id)) this.cancelled.add(id);
   }
 
@@ -178,6 +179,7 @@ export class GenerationLoop {
       // A request cancelled during its prefill leaves nothing behind.
       if (!cancelled) this.remember(s, done.joined, row);
       if (!s.finished && !cancelled) this.running.set(s.id, s);
+      else s.release();
     });
     if (this.batch && this.batch.size > 0) this.batch.merge(this.liveIds(), done.joined);
     else {
@@ -196,16 +198,27 @@ export class GenerationLoop {
     const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? null)));
     batch.advance(present);
     const tokens: StepToken[] = [];
-    rows.forEach((s, r) => s && tokens.push(s.next(logits.at(r, 0))));
+    // A row whose choice fails (its grammar broke) fails alone; the others keep their tokens.
+    const broken: Array<[Sequence, unknown]> = [];
+    rows.forEach((s, r) => {
+      if (!s) return;
+      try {
+        tokens.push(s.next(logits.at(r, 0)));
+      } catch (error) {
+        broken.push([s, error]);
+      }
+    });
     for (const s of rows) if (s?.finished) this.retire(s.id);
     this.emit(tokens);
+    for (const [s, error] of broken) this.fail([s], error);
     this.compact();
   }
 
   /** Tokens to verify after the lone row's last one; none when speculation cannot or need not run. */
   private proposal(sequence: Sequence): number[] {
     const k = Math.min(this.budget.speculativeTokens ?? 0, sequence.maxNewTokens - sequence.generated.length - 1);
-    if (k <= 0 || this.model.attention.layout === 'anchored') return [];
+    // A grammar's state cannot step back over rejected proposals: constrained rows are not speculated on.
+    if (k <= 0 || sequence.constrained || this.model.attention.layout === 'anchored') return [];
     if (this.skipProposals > 0) {
       this.skipProposals -= 1;
       return [];
@@ -264,6 +277,7 @@ export class GenerationLoop {
 
   /** A sequence leaves the batch: it finished, was cancelled or failed. No id outlives it in `cancelled`. */
   private retire(id: number): void {
+    this.running.get(id)?.release();
     this.running.delete(id);
     this.cancelled.delete(id);
   }
@@ -286,7 +300,10 @@ export class GenerationLoop {
     if (this.cancelled.size === 0) return;
     // A prefill whose requests all left stops; otherwise its cancelled rows are dropped when it ends.
     if (this.prefilling?.sequences.every((s) => this.cancelled.has(s.id))) {
-      for (const s of this.prefilling.sequences) this.cancelled.delete(s.id);
+      for (const s of this.prefilling.sequences) {
+        this.cancelled.delete(s.id);
+        s.release();
+      }
       this.prefilling = null;
     }
     let dropped = false;
@@ -323,6 +340,7 @@ export class GenerationLoop {
   private fail(sequences: Sequence[], error: unknown): void {
     this.healthy = false;
     const ids = sequences.map((s) => s.id);
+    for (const s of sequences) s.release();
     for (const id of ids) this.retire(id);
     if (this.prefilling && this.prefilling.sequences.some((s) => ids.includes(s.id))) this.prefilling = null;
     const failure = new GenerationError(error instanceof Error ? error.message : String(error), error);

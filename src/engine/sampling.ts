@@ -4,6 +4,7 @@
  * of the processed distribution. A row is 49152 floats and this runs per token per sequence, so
  * every step is a few O(V) passes (no full sort) over shared scratch buffers.
  */
+import type { RowMatcher } from '../grammar/index.js';
 import type { SamplingParams } from '../types.js';
 import { createRng } from './prng.js';
 import { F32_MAX, SHORT_LIST, candidates, draw, expInto, expNonPositive, findCut, largest, scratch } from './row-select.js';
@@ -48,10 +49,21 @@ export function usesSampling(params: SamplingParams): boolean {
  * for (const process of pipeline) process(row, history);
  */
 export function buildLogitsPipeline(params: SamplingParams): LogitsProcessor[] {
+  return [...penalties(params), ...warpers(params)];
+}
+
+/** The processors that edit logits by the token history; a grammar's mask comes after them (TGI's order). */
+function penalties(params: SamplingParams): LogitsProcessor[] {
   const pipeline: LogitsProcessor[] = [];
   if (params.repetitionPenalty !== 1) pipeline.push(repetitionPenalty(params.repetitionPenalty));
   if (params.frequencyPenalty !== 0) pipeline.push(frequencyPenalty(params.frequencyPenalty));
   if (params.presencePenalty !== 0) pipeline.push(presencePenalty(params.presencePenalty));
+  return pipeline;
+}
+
+/** The processors that reshape the distribution; after the grammar's mask, so they see only allowed tokens. */
+function warpers(params: SamplingParams): LogitsProcessor[] {
+  const pipeline: LogitsProcessor[] = [];
   if (params.temperature !== 1) pipeline.push(temperature(params.temperature));
   if (params.topK > 0) pipeline.push(topK(params.topK));
   if (params.topP < 1) pipeline.push(topP(params.topP));
@@ -152,14 +164,16 @@ export function typicalP(mass: number): LogitsProcessor {
 
 /**
  * A sampler for one sequence: its processors, its seeded PRNG, its token counts (starting with
- * `promptIds`). Greedy unless `usesSampling(params)`.
+ * `promptIds`). Greedy unless `usesSampling(params)`. With a `grammar`, the tokens it refuses are
+ * masked between the penalties and the warpers, so logprobs and top tokens describe the masked
+ * distribution; the caller advances the matcher with the chosen token.
  *
  * @example
  * const sampler = createSequenceSampler(params.sampling, promptIds);
  * const { id, logprob, topTokens } = sampler.next(lastRow, 5);
  * sampler.accept(id);
  */
-export function createSequenceSampler(params: SamplingParams, promptIds: readonly number[]): SequenceSampler {
+export function createSequenceSampler(params: SamplingParams, promptIds: readonly number[], grammar?: RowMatcher): SequenceSampler {
   const counts = new Map<number, number>();
   const generated = new Set<number>();
   const history = { counts, total: 0, generated };
@@ -172,13 +186,19 @@ export function createSequenceSampler(params: SamplingParams, promptIds: readonl
     count(id);
     generated.add(id);
   };
-  const pipeline = buildLogitsPipeline(params);
+  const before = penalties(params);
+  const after = warpers(params);
   const random = usesSampling(params) ? createRng(params.seed) : null;
 
   return {
     accept,
     next(logits, topN) {
-      for (const process of pipeline) process(logits, history);
+      for (const process of before) process(logits, history);
+      if (grammar) {
+        grammar.fillMask();
+        grammar.applyMask(logits);
+      }
+      for (const process of after) process(logits, history);
       const weights = scratch(logits.length).a;
       const { max, argmax, sum } = expInto(logits, weights);
       const logZ = max + Math.log(sum);

@@ -1,3 +1,5 @@
+import { GenerationError } from '../errors.js';
+import type { RowMatcher } from '../grammar/index.js';
 import type { TextTokenizer } from '../text/tokenizer.js';
 import { IncrementalDetokenizer } from '../text/detokenizer.js';
 import type { FinishReason, PrefillToken, Token, ValidatedParameters } from '../types.js';
@@ -40,8 +42,10 @@ export class Sequence {
     readonly maxNewTokens: number,
     private readonly ctx: SequenceContext,
     private readonly receivedAt = performance.now(),
+    /** The request's grammar state, owned by the sequence: the loop calls `release()` when it leaves. */
+    private readonly grammar?: RowMatcher,
   ) {
-    this.sampler = createSequenceSampler(params.sampling, promptIds);
+    this.sampler = createSequenceSampler(params.sampling, promptIds, grammar);
     this.detokenizer = new IncrementalDetokenizer(ctx.tokenizer, { skipSpecialTokens: true });
     this.stops = new StopSequenceMatcher(params.stop);
   }
@@ -57,6 +61,16 @@ export class Sequence {
    */
   get reservedTokens(): number {
     return this.promptIds.length + Math.min(this.maxNewTokens, RESERVED_NEW_TOKENS);
+  }
+
+  /** Whether a grammar constrains the output (such rows are not speculated on). */
+  get constrained(): boolean {
+    return this.grammar !== undefined;
+  }
+
+  /** Frees the grammar state; idempotent, and nothing for a free row. */
+  release(): void {
+    this.grammar?.release();
   }
 
   get lastToken(): number {
@@ -76,6 +90,8 @@ export class Sequence {
   next(logits: Float32Array): StepToken {
     const choice = this.sampler.next(logits, this.params.topNTokens);
     const id = choice.id;
+    // The mask allowed only what the grammar accepts: a refusal means the grammar state is broken.
+    if (this.grammar && !this.grammar.accept(id)) throw new GenerationError(`the grammar refused token ${id}, which its mask allowed`);
     this.sampler.accept(id);
     this.generated.push(id);
     if (this.firstTokenAt === 0) this.firstTokenAt = performance.now();
@@ -103,7 +119,7 @@ export class Sequence {
   }
 
   private stopReason(id: number, piece: string): FinishReason | null {
-    if (this.ctx.eosTokenIds.has(id)) return 'eos_token';
+    if (this.ctx.eosTokenIds.has(id) || this.grammar?.isTerminated()) return 'eos_token';
     if (piece && this.stops.push(piece) !== null) return 'stop_sequence';
     if (this.generated.length >= this.maxNewTokens) return 'length';
     return null;

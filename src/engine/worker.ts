@@ -5,9 +5,11 @@
  */
 // First: onnxruntime must not see Float16Array (float16-off.ts says why).
 import './float16-off.js';
+import { readFile } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { InferenceError, ModelLoadError, TemplateError, ValidationError, serializeError } from '../errors.js';
+import { createGrammarEngine, type GrammarEngine, type RowMatcher } from '../grammar/index.js';
 import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
@@ -31,6 +33,10 @@ interface Loaded {
   model: ModelSession;
   loop: GenerationLoop;
   ctx: SequenceContext;
+  /** Made on the first request with a grammar (loading xgrammar costs a few hundred milliseconds). */
+  grammars: Promise<GrammarEngine> | null;
+  /** Requests whose grammar is being compiled, and whether they were cancelled meanwhile. */
+  compiling: Map<number, { cancelled: boolean }>;
 }
 
 async function load({ options }: WorkerInit): Promise<Loaded> {
@@ -71,7 +77,9 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     ? new PrefixCache(resolved.prefixCacheBytes, { tensors: model.numLayers * 2, heads: model.kvHeads, dim: model.headDim, dtype: model.kvDtype })
     : null;
   const loop = new GenerationLoop(model, resolved, resolved.limits.maxTotalTokens, post, prefixCache);
-  return { info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) } };
+  return {
+    info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) }, grammars: null, compiling: new Map(),
+  };
 }
 
 function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, addGenerationPrompt = true): string {
@@ -79,8 +87,10 @@ function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, ad
   return engine.template.render({ messages: chat.messages, tools: chat.tools, kwargs: chat.chatTemplateKwargs, addGenerationPrompt });
 }
 
-function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): void {
+async function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): Promise<void> {
   const { id, prompt, params } = message;
+  const receivedAt = performance.now();
+  let grammar: RowMatcher | undefined;
   try {
     const { limits } = engine.info;
     // A rendered chat already holds its special tokens, as transformers' apply_chat_template has it.
@@ -92,11 +102,37 @@ function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>):
     const ids = engine.tokenizer.encode(text, { addSpecialTokens: !chat });
     const { maxNewTokens, dropLeading } = checkTokenBudget(ids.length, params, limits);
     const promptIds = ids.slice(dropLeading);
+    if (params.grammar) {
+      // Compiled before 'accepted', so that a grammar xgrammar refuses is a 422 before the first byte.
+      const pending = { cancelled: false };
+      engine.compiling.set(id, pending);
+      try {
+        grammar = await (await grammarEngine(engine)).createMatcher(params.grammar);
+      } finally {
+        engine.compiling.delete(id);
+      }
+      if (pending.cancelled) return grammar.release();
+    }
     post({ type: 'accepted', id, inputLength: promptIds.length });
-    engine.loop.submit(new Sequence(id, promptIds, params, maxNewTokens, engine.ctx));
+    engine.loop.submit(new Sequence(id, promptIds, params, maxNewTokens, engine.ctx, receivedAt, grammar));
   } catch (error) {
+    grammar?.release();
     post({ type: 'rejected', id, error: serializeError(error) });
   }
+}
+
+/** The model's grammar engine: its vocabulary is tokenizer.json's, its rows as wide as the logits. */
+function grammarEngine(engine: Loaded): Promise<GrammarEngine> {
+  if (!engine.grammars) {
+    const loading = (async () => {
+      const tokenizerJson = JSON.parse(await readFile(join(engine.info.modelDir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+      return createGrammarEngine({ tokenizerJson, vocabSize: engine.info.vocabSize, stopTokenIds: engine.info.eosTokenIds });
+    })();
+    // A failed load is not kept: the next request with a grammar tries again.
+    loading.catch(() => (engine.grammars = null));
+    engine.grammars = loading;
+  }
+  return engine.grammars;
 }
 
 /** `/tokenize` serves texts that fit the context; longer ones would only hold up the streams. */
@@ -137,8 +173,12 @@ async function main(): Promise<void> {
   }));
   port.on('message', (message: ToWorker) => {
     switch (message.type) {
-      case 'submit': return submit(engine, message);
-      case 'cancel': return engine.loop.cancel(message.id);
+      case 'submit': return void submit(engine, message);
+      case 'cancel': {
+        const compiling = engine.compiling.get(message.id);
+        if (compiling) compiling.cancelled = true;
+        return engine.loop.cancel(message.id);
+      }
       case 'call': return call(engine, message);
       case 'close':
         // Release the session only after the pass in progress has returned.

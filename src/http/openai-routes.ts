@@ -13,7 +13,7 @@ export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknow
       const request = parseChatRequest(body, engine.info.limits, generationDefaults(ctx, engine));
       const { stream, parameters } = request;
       const generation = engine.chat(
-        { messages: request.messages, tools: request.tools, chatTemplateKwargs: request.chatTemplateKwargs, parameters },
+        { messages: request.messages, tools: request.tools, chatTemplateKwargs: request.chatTemplateKwargs, parameters, grammar: request.grammar },
         { signal, stream },
       );
       const opts = { ...identity(ctx, engine, 'chatcmpl-', request.model), logprobs: request.logprobs, stop: parameters.stop ?? [] };
@@ -30,7 +30,7 @@ export function serveCompletion(ctx: HandlerContext, res: ServerResponse, body: 
     start: (engine, signal) => {
       const request = parseCompletionRequest(body, engine.info.limits, generationDefaults(ctx, engine));
       const { stream, parameters } = request;
-      const generation = engine.generate({ inputs: request.prompt, parameters }, { signal, stream });
+      const generation = engine.generate({ inputs: request.prompt, parameters, grammar: request.grammar }, { signal, stream });
       const opts = {
         ...identity(ctx, engine, 'cmpl-', request.model),
         echo: request.echo,

@@ -2,14 +2,16 @@
  * `/v1/chat/completions` as OpenAI speaks it (protocol.md §3, "Our decisions" §4): request
  * decoding, the streamed chunks, and the non-streamed response.
  *
- * Tools are rendered into the prompt by the chat template and nothing more: there is no grammar,
- * so the model's reply always comes back as `content`, never parsed into `tool_calls`. Hence
- * `tool_choice` may be `auto` or `none` (which leaves the tools out of the prompt), and
- * `response_format` only `text`; what we cannot honour is a 422, not a silent no-op.
+ * Tools are rendered into the prompt by the chat template and nothing more: the model's reply
+ * always comes back as `content`, never parsed into `tool_calls`. Hence `tool_choice` may be `auto`
+ * or `none` (which leaves the tools out of the prompt); what we cannot honour is a 422, not a silent
+ * no-op. `response_format` (and vLLM's `structured_outputs`, `guided_*`) constrain the output with a grammar.
  */
 import { ValidationError } from '../errors.js';
 import type { ChatMessage, EndEvent, GenerateParameters, GenerationEvent } from '../types.js';
+import type { GrammarSpec } from '../grammar/spec.js';
 import { isPlainObject, readBoolean, readNumber, readObject, readString, typeName, type JsonObject } from './json-shape.js';
+import { readOpenAIGrammar } from './structured-output.js';
 import { checkTemplateKwargs } from '../text/chat-template.js';
 import { maxTopLogprobs, readSamplingParameters, readStreamFlags, type GenerationDefaults, type OpenAILimits } from './openai-params.js';
 import {
@@ -32,6 +34,8 @@ export interface ParsedChatRequest {
   /** vLLM's `chat_template_kwargs`: more variables for the chat template (`enable_thinking`, `documents`, ...). */
   chatTemplateKwargs?: JsonObject;
   parameters: GenerateParameters;
+  /** From `response_format`, `structured_outputs` or `guided_*`. */
+  grammar?: GrammarSpec;
   stream: boolean;
   includeUsage: boolean;
   model?: string;
@@ -55,7 +59,7 @@ export function parseChatRequest(body: unknown, limits: OpenAILimits = {}, defau
   const tools = readTools(body);
   const chatTemplateKwargs = readObject(body, 'chat_template_kwargs');
   if (chatTemplateKwargs !== undefined) checkTemplateKwargs(chatTemplateKwargs, 'chat_template_kwargs');
-  readResponseFormat(body);
+  const grammar = readOpenAIGrammar(body, { tgiGrammar: false });
   const parameters = readSamplingParameters(body, limits, defaults);
   const { stream, includeUsage } = readStreamFlags(body);
   const model = readString(body, 'model');
@@ -73,6 +77,7 @@ export function parseChatRequest(body: unknown, limits: OpenAILimits = {}, defau
     ...(tools ? { tools } : {}),
     ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
     parameters,
+    ...(grammar ? { grammar } : {}),
     stream,
     includeUsage,
     ...(model !== undefined ? { model } : {}),
@@ -241,11 +246,4 @@ function readTools(body: JsonObject): unknown[] | undefined {
     throw new ValidationError(`\`tools\` must be an array of objects, got ${typeName(tools)}`, 'tools');
   }
   return choice === 'none' || tools.length === 0 ? undefined : tools;
-}
-
-function readResponseFormat(body: JsonObject): void {
-  const format = readObject(body, 'response_format');
-  if (format !== undefined && format.type !== 'text') {
-    throw new ValidationError(`\`response_format\` ${JSON.stringify(format.type)} is not supported; only "text" is`, 'response_format');
-  }
 }

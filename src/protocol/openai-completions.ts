@@ -11,7 +11,9 @@
  */
 import { ValidationError } from '../errors.js';
 import type { EndEvent, GenerateParameters, GenerationEvent } from '../types.js';
+import type { GrammarSpec } from '../grammar/spec.js';
 import { isPlainObject, readBoolean, readNumber, readString, typeName, type JsonObject } from './json-shape.js';
+import { readOpenAIGrammar } from './structured-output.js';
 import { maxTopLogprobs, readSamplingParameters, readStreamFlags, type GenerationDefaults, type OpenAILimits } from './openai-params.js';
 import {
   codePoints,
@@ -29,6 +31,8 @@ import { DONE_FRAME, openaiJsonFrame } from './sse.js';
 export interface ParsedCompletionRequest {
   prompt: string;
   parameters: GenerateParameters;
+  /** From `response_format`, `structured_outputs`, `guided_*` or TGI's top-level `grammar`. */
+  grammar?: GrammarSpec;
   stream: boolean;
   includeUsage: boolean;
   model?: string;
@@ -72,7 +76,8 @@ export function parseCompletionRequest(
     parameters.details = true;
     if (logprobs > 0) parameters.top_n_tokens = logprobs;
   }
-  return { prompt, parameters, stream, includeUsage, ...(model !== undefined ? { model } : {}), echo, logprobs };
+  const grammar = readOpenAIGrammar(body, { tgiGrammar: true });
+  return { prompt, parameters, ...(grammar ? { grammar } : {}), stream, includeUsage, ...(model !== undefined ? { model } : {}), echo, logprobs };
 }
 
 export interface CompletionEncoderOptions extends OpenAIResponseIdentity {

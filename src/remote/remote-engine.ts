@@ -136,7 +136,8 @@ export class RemoteEngine implements Engine {
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
     return this.begin(options, () => {
-      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false, inputs: request?.inputs });
+      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false, inputs: request?.inputs, grammar: request?.grammar });
+      refuseGrammar(params);
       if (params.decoderInputDetails && this.upstreams.some((u) => u.dialect !== 'tgi')) {
         throw new ValidationError('`decoder_input_details` is not available through OpenAI-dialect upstreams', 'decoder_input_details');
       }
@@ -147,7 +148,8 @@ export class RemoteEngine implements Engine {
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
     return this.begin(options, () => {
-      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false });
+      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false, grammar: request?.grammar });
+      refuseGrammar(params);
       if (!Array.isArray(request?.messages) || request.messages.length === 0) {
         throw new ValidationError('`messages` must be a non-empty array', 'messages');
       }
@@ -330,4 +332,9 @@ export class RemoteEngine implements Engine {
     }
     return res.json();
   }
+}
+
+/** Upstreams speak their own constraint dialects (or none): a constraint is refused, never dropped. */
+function refuseGrammar(params: ValidatedParameters): void {
+  if (params.grammar) throw new ValidationError('output constraints (grammar, response_format) are not forwarded to remote upstreams', 'grammar');
 }

@@ -116,7 +116,7 @@ const KINDS: Record<string, Kind> = {
   'parameters.typical_p': 'number', 'parameters.do_sample': 'boolean', 'parameters.max_new_tokens': 'integer',
   'parameters.return_full_text': 'boolean', 'parameters.truncate': 'integer', 'parameters.watermark': 'boolean',
   'parameters.details': 'boolean', 'parameters.decoder_input_details': 'boolean', 'parameters.seed': 'integer',
-  'parameters.top_n_tokens': 'integer', 'parameters.grammar': 'never', 'parameters.adapter_id': 'string',
+  'parameters.top_n_tokens': 'integer', 'parameters.grammar': 'object', 'parameters.adapter_id': 'string',
   model: 'string', n: 'integer', presence_penalty: 'number', logit_bias: 'object', temperature: 'number', top_p: 'number',
   do_sample: 'boolean', top_k: 'integer', typical_p: 'number', max_completion_tokens: 'integer', max_tokens: 'integer',
   'stop.0': 'string', seed: 'integer', frequency_penalty: 'number', repetition_penalty: 'number', truncate: 'integer',

@@ -238,7 +238,7 @@ describe('/tokenize validates parameters as /generate does', () => {
     ['a negative temperature', { temperature: -1 }],
     ['a wrong type', { max_new_tokens: 'many' }],
     ['top_n_tokens over the limit', { top_n_tokens: 1000 }],
-    ['grammar', { grammar: { type: 'json', value: {} } }],
+    ['a grammar of an unknown type', { grammar: { type: 'xml', value: {} } }],
   ])('422 for parameters that are %s', async (_label, parameters) => {
     const res = await post(`${servers.tiny.url}/tokenize`, { inputs: 'Hello world', parameters });
     expect(res.status).toBe(422);

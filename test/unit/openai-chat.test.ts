@@ -228,6 +228,10 @@ describe('parseChatRequest', () => {
     expect([parsed.stream, parsed.includeUsage]).toEqual([true, true]);
   });
 
+  it('reads response_format json_object into a grammar', () => {
+    expect(parseChatRequest({ messages: user, response_format: { type: 'json_object' } }).grammar).toEqual({ type: 'json_schema', schema: { type: 'object' } });
+  });
+
   it('keeps tools for the template unless tool_choice is none; accepts response_format text', () => {
     const tools = [{ type: 'function', function: { name: 'f', parameters: {} } }];
     expect(parseChatRequest({ messages: user, tools, tool_choice: 'auto', response_format: { type: 'text' } }).tools).toEqual(tools);
@@ -272,7 +276,7 @@ describe('parseChatRequest', () => {
     [{ messages: user, tools: {} }, 'tools', /array of objects/],
     [{ messages: user, tool_choice: 'required' }, 'tool_choice', /"auto" or "none"/],
     [{ messages: user, tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', /"auto" or "none"/],
-    [{ messages: user, response_format: { type: 'json_object' } }, 'response_format', /"json_object" is not supported/],
+    [{ messages: user, response_format: { type: 'xml' } }, 'response_format.type', /must be "text", "json_object" or "json_schema"/],
     [{ messages: user, model: 3 }, 'model', /string/],
     [{ messages: [{ role: 'user', content: 'Hi', name: 3 }] }, 'messages[0].name', /must be a string, got a number/],
     [{ messages: [{ role: 'tool', content: 'ok', tool_call_id: {} }] }, 'messages[0].tool_call_id', /must be a string/],

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/errors.js';
+import type { GrammarSpec } from '../../src/grammar/index.js';
 import { checkTokenBudget, validateParameters, type ValidateOptions } from '../../src/params.js';
 import type { GenerateParameters, ValidationLimits } from '../../src/types.js';
 
@@ -148,8 +149,16 @@ describe('validateParameters: each rule with its TGI message', () => {
     expect(accepts({ truncate: 1023 }).truncate).toBe(1023);
   });
 
-  it('grammar and watermark, which we do not implement', () => {
-    expectRejected({ grammar: { type: 'json', value: { properties: {} } } }, 'grammar is not supported', 'grammar');
+  it('grammar: read into a spec; a malformed one, or one next to a route constraint, is refused', () => {
+    expect(accepts({ grammar: { type: 'regex', value: '\\d+' } }).grammar).toEqual({ type: 'regex', pattern: '\\d+' });
+    expect(accepts({}).grammar).toBeUndefined();
+    expect(errorOf(() => accepts({ grammar: { type: 'xml', value: 'x' } })).param).toBe('grammar.type');
+    const route: GrammarSpec = { type: 'choice', choices: ['a'] };
+    expect(validateParameters({}, LIMITS, { ...PLAIN, grammar: route }).grammar).toEqual(route);
+    expect(errorOf(() => validateParameters({ grammar: { type: 'regex', value: 'x' } }, LIMITS, { ...PLAIN, grammar: route })).param).toBe('grammar');
+  });
+
+  it('watermark, which we do not implement', () => {
     expectRejected({ watermark: true }, '`watermark` is not supported', 'watermark');
     expect(() => accepts({ watermark: false })).not.toThrow();
   });
