@@ -6,7 +6,7 @@
  * - directly, with a perfect split (the same number of closed-loop clients on each), and
  * - through a third process, `serve --upstream A --upstream B`, with the same total number of clients;
  *
- * alternately, so that drift on this shared machine hits both alike. Routing efficiency is the
+ * in alternating rounds (A B B A ...), so that drift on this shared machine hits both alike. Routing efficiency is the
  * router's aggregate tokens/s over the direct one (goal ≥ 0.95). Then the time the router adds to the
  * first token, on the tiny fixture, whose own first token takes a few milliseconds, so that the
  * router's share is not lost in the bench model's prefill: sequential one-token requests, direct and
@@ -22,8 +22,8 @@ import { startServe, type ServeProcess } from '../test/support/serve-process.js'
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 const NEW_TOKENS = QUICK ? 16 : 48;
 const CLIENTS_PER_UPSTREAM = 2;
-const REQUESTS_PER_CLIENT = QUICK ? 2 : 3;
-const ROUNDS = QUICK ? 1 : 2;
+const REQUESTS_PER_CLIENT = 2;
+const ROUNDS = QUICK ? 2 : 6;
 const TTFT_PROBES = QUICK ? 10 : 30;
 const PROMPT = 'The old lighthouse keeper climbed the spiral stairs every evening, carrying a lantern and a notebook.';
 
@@ -94,9 +94,10 @@ async function main(): Promise<void> {
     // Warm both paths (first forward passes, connection pools) before measuring.
     await drive([...direct.slice(0, 2), ...routed.slice(0, 2)]);
 
+    // A B B A ...: drift within a pair of rounds cancels.
     for (let round = 0; round < ROUNDS; round++) {
-      rates.direct.push(await drive(direct));
-      rates.router.push(await drive(routed));
+      const order = round % 2 === 0 ? (['direct', 'router'] as const) : (['router', 'direct'] as const);
+      for (const path of order) rates[path].push(await drive(path === 'direct' ? direct : routed));
     }
   } finally {
     await close();
