@@ -33,7 +33,10 @@ export default tseslint.config(
   {
     files: ['src/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: FRAMEWORKS, message: 'The core never imports a web framework: adapters/ do.' }] }],
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: FRAMEWORKS, message: 'The core never imports a web framework: adapters/ do.' }] },
+      ],
     },
   },
   {

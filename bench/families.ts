@@ -22,9 +22,21 @@ interface Family {
 
 export const FAMILIES: Family[] = [
   { key: 'gqa', label: 'GroupQueryAttention fp32 (right layout)', fixture: { attention: 'gqa' }, file: 'model.onnx' },
-  { key: 'gqa-q4', label: 'GroupQueryAttention q4', fixture: { attention: 'gqa', weights: 'q4' }, file: 'model_q4.onnx', options: { dtype: 'q4' } },
+  {
+    key: 'gqa-q4',
+    label: 'GroupQueryAttention q4',
+    fixture: { attention: 'gqa', weights: 'q4' },
+    file: 'model_q4.onnx',
+    options: { dtype: 'q4' },
+  },
   { key: 'q4', label: 'Optimum q4 (MatMulNBits)', fixture: { weights: 'q4' }, file: 'model_q4.onnx', options: { dtype: 'q4' } },
-  { key: 'q8', label: 'Optimum q8 (one row per pass, exact)', fixture: { weights: 'q8' }, file: 'model_quantized.onnx', options: { dtype: 'q8' } },
+  {
+    key: 'q8',
+    label: 'Optimum q8 (one row per pass, exact)',
+    fixture: { weights: 'q8' },
+    file: 'model_quantized.onnx',
+    options: { dtype: 'q8' },
+  },
   {
     key: 'q8-batched',
     label: 'Optimum q8, allowBatchVariance',

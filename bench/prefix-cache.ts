@@ -32,7 +32,10 @@ async function turn(engine: Engine, inputs: string, maxNewTokens: number): Promi
   let firstTokenMs = 0;
   const ids: number[] = [];
   let text = '';
-  for await (const event of engine.generate({ inputs, parameters: { max_new_tokens: maxNewTokens, do_sample: false } }) as AsyncIterable<GenerationEvent>) {
+  for await (const event of engine.generate({
+    inputs,
+    parameters: { max_new_tokens: maxNewTokens, do_sample: false },
+  }) as AsyncIterable<GenerationEvent>) {
     if (ids.length === 0) firstTokenMs = performance.now() - started;
     ids.push(event.token.id);
     if (event.type === 'end') text = event.generatedText;
@@ -63,9 +66,10 @@ async function benchFamily(family: (typeof FAMILIES)[number]): Promise<void> {
       const second = `${first}${answer.text}\nUser: And about the lighthouse, in one sentence?\nAssistant:`;
       promptTokens = (await cached.tokenize(second)).length;
       // Alternating which engine goes first, so neither always runs on a warmer machine.
-      const [a, b] = round % 2 === 0
-        ? [await turn(cached, second, ANSWER_TOKENS), await turn(cold, second, ANSWER_TOKENS)]
-        : (([y, x]) => [x, y])([await turn(cold, second, ANSWER_TOKENS), await turn(cached, second, ANSWER_TOKENS)]);
+      const [a, b] =
+        round % 2 === 0
+          ? [await turn(cached, second, ANSWER_TOKENS), await turn(cold, second, ANSWER_TOKENS)]
+          : (([y, x]) => [x, y])([await turn(cold, second, ANSWER_TOKENS), await turn(cached, second, ANSWER_TOKENS)]);
       warm.push(a.firstTokenMs);
       colds.push(b.firstTokenMs);
       same &&= a.ids.join() === b.ids.join();
@@ -76,7 +80,9 @@ async function benchFamily(family: (typeof FAMILIES)[number]): Promise<void> {
     console.log(`\n${family.label}: second turn of ${promptTokens} prompt tokens, ${ROUNDS} rounds`);
     console.log(`  cold TTFT ${fmt(coldBest)} ms, cached TTFT ${fmt(best)} ms, ratio ${fmt(best / coldBest, 3)} (target <= 0.2)`);
     console.log(`  per round cold ${colds.map((ms) => fmt(ms)).join(' / ')} ms, cached ${warm.map((ms) => fmt(ms)).join(' / ')} ms`);
-    console.log(`  prefix cache: ${stats.prefixCacheHits} hits, ${stats.prefixCacheTokens} tokens reused, ${fmt((stats.prefixCacheBytes ?? 0) / 1024 ** 2)} MiB held`);
+    console.log(
+      `  prefix cache: ${stats.prefixCacheHits} hits, ${stats.prefixCacheTokens} tokens reused, ${fmt((stats.prefixCacheBytes ?? 0) / 1024 ** 2)} MiB held`,
+    );
     console.log(`  greedy tokens with and without the cache: ${same ? 'identical' : 'DIFFERENT'}`);
   } finally {
     await Promise.all([cached.close(), cold.close()]);

@@ -46,11 +46,13 @@ async function stream(url: string, maxNewTokens: number): Promise<{ tokens: numb
 /** Closed-loop clients, each sending its next request when its last one ended; aggregate tokens per second. */
 async function drive(urls: string[]): Promise<number> {
   const started = performance.now();
-  const counts = await Promise.all(urls.map(async (url) => {
-    let tokens = 0;
-    for (let i = 0; i < REQUESTS_PER_CLIENT; i++) tokens += (await stream(url, NEW_TOKENS)).tokens;
-    return tokens;
-  }));
+  const counts = await Promise.all(
+    urls.map(async (url) => {
+      let tokens = 0;
+      for (let i = 0; i < REQUESTS_PER_CLIENT; i++) tokens += (await stream(url, NEW_TOKENS)).tokens;
+      return tokens;
+    }),
+  );
   return counts.reduce((a, b) => a + b) / ((performance.now() - started) / 1000);
 }
 
@@ -85,7 +87,9 @@ async function firstTokens(model: string): Promise<{ direct: number[]; router: n
 
 async function main(): Promise<void> {
   const model = await ensureFixtureModel('bench');
-  console.log(`Router bench: 2 upstreams (bench fixture, --threads 1 each), ${CLIENTS_PER_UPSTREAM} clients per upstream, ${NEW_TOKENS} new tokens per request`);
+  console.log(
+    `Router bench: 2 upstreams (bench fixture, --threads 1 each), ${CLIENTS_PER_UPSTREAM} clients per upstream, ${NEW_TOKENS} new tokens per request`,
+  );
   const { upstreams, router, close } = await fleet(model);
   const rates = { direct: [] as number[], router: [] as number[] };
   try {
@@ -111,7 +115,9 @@ async function main(): Promise<void> {
   console.log(row('direct', rates.direct));
   console.log(row('router', rates.router));
   console.log(`  routing efficiency ${efficiency.toFixed(3)} (goal >= 0.95)`);
-  console.log(`  time to first token p50 (tiny fixture): direct ${median(ttft.direct).toFixed(2)} ms, router ${median(ttft.router).toFixed(2)} ms, added ${addedMs.toFixed(2)} ms (goal <= 2)`);
+  console.log(
+    `  time to first token p50 (tiny fixture): direct ${median(ttft.direct).toFixed(2)} ms, router ${median(ttft.router).toFixed(2)} ms, added ${addedMs.toFixed(2)} ms (goal <= 2)`,
+  );
   const results = {
     date: new Date().toISOString(),
     newTokens: NEW_TOKENS,

@@ -34,7 +34,10 @@ const PEER_ROWS: PeerRow[] = [
   llamaCpp('node-llama-cpp Q8_0', () => ensureFixtureGguf('bench', { type: 'Q8_0' })),
   ours('ours q4', () => ensureFixtureModel('bench', { weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' }),
   // The fused form onnxruntime-genai exports: GroupQueryAttention, SimplifiedLayerNormalization, MatMulNBits.
-  ours('ours GQA q4', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' }),
+  ours('ours GQA q4', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), {
+    dtype: 'q4',
+    versus: 'node-llama-cpp Q4_0',
+  }),
   llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
 ];
 

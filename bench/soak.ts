@@ -51,11 +51,36 @@ const OVERSIZED = JSON.stringify({ inputs: 'x'.repeat(2_100_000) });
 const PROMPTS = ['Hello', 'Once upon a time', 'The weather today', 'Écrire un poème', '日本語のテキスト', 'a'.repeat(300)];
 
 const VALID: Array<() => Omit<Plan, 'abortAfterMs'>> = [
-  () => ({ kind: 'generate', method: 'POST', path: '/generate', body: JSON.stringify({ inputs: pick(PROMPTS), parameters: { max_new_tokens: tokens(), details: random() < 0.3 } }) }),
-  () => ({ kind: 'generate_stream', method: 'POST', path: '/generate_stream', body: JSON.stringify({ inputs: pick(PROMPTS), parameters: { max_new_tokens: tokens(), top_n_tokens: random() < 0.2 ? 3 : undefined } }) }),
-  () => ({ kind: 'compat', method: 'POST', path: '/', body: JSON.stringify({ inputs: pick(PROMPTS), stream: random() < 0.5, parameters: { max_new_tokens: tokens() } }) }),
-  () => ({ kind: 'chat', method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: pick(PROMPTS) }], max_tokens: tokens(), stream: random() < 0.7 }) }),
-  () => ({ kind: 'completions', method: 'POST', path: '/v1/completions', body: JSON.stringify({ prompt: pick(PROMPTS), max_tokens: tokens(), stream: random() < 0.7 }) }),
+  () => ({
+    kind: 'generate',
+    method: 'POST',
+    path: '/generate',
+    body: JSON.stringify({ inputs: pick(PROMPTS), parameters: { max_new_tokens: tokens(), details: random() < 0.3 } }),
+  }),
+  () => ({
+    kind: 'generate_stream',
+    method: 'POST',
+    path: '/generate_stream',
+    body: JSON.stringify({ inputs: pick(PROMPTS), parameters: { max_new_tokens: tokens(), top_n_tokens: random() < 0.2 ? 3 : undefined } }),
+  }),
+  () => ({
+    kind: 'compat',
+    method: 'POST',
+    path: '/',
+    body: JSON.stringify({ inputs: pick(PROMPTS), stream: random() < 0.5, parameters: { max_new_tokens: tokens() } }),
+  }),
+  () => ({
+    kind: 'chat',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: JSON.stringify({ messages: [{ role: 'user', content: pick(PROMPTS) }], max_tokens: tokens(), stream: random() < 0.7 }),
+  }),
+  () => ({
+    kind: 'completions',
+    method: 'POST',
+    path: '/v1/completions',
+    body: JSON.stringify({ prompt: pick(PROMPTS), max_tokens: tokens(), stream: random() < 0.7 }),
+  }),
   () => ({ kind: 'tokenize', method: 'POST', path: '/tokenize', body: JSON.stringify({ inputs: pick(PROMPTS) }) }),
   () => ({ kind: 'get', method: 'GET', path: pick(['/health', '/info', '/metrics', '/v1/models']) }),
 ];
@@ -63,7 +88,12 @@ const VALID: Array<() => Omit<Plan, 'abortAfterMs'>> = [
 const INVALID: Array<() => Omit<Plan, 'abortAfterMs'>> = [
   () => ({ kind: 'invalid', method: 'POST', path: '/generate', body: '{"inputs":' }),
   () => ({ kind: 'invalid', method: 'POST', path: '/generate_stream', body: JSON.stringify({ inputs: 'x', parameters: { top_p: 2 } }) }),
-  () => ({ kind: 'invalid', method: 'POST', path: '/generate', body: JSON.stringify({ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }) }),
+  () => ({
+    kind: 'invalid',
+    method: 'POST',
+    path: '/generate',
+    body: JSON.stringify({ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }),
+  }),
   () => ({ kind: 'invalid', method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ messages: [], max_tokens: 5 }) }),
   () => ({ kind: 'invalid', method: 'POST', path: '/v1/completions', body: JSON.stringify({ prompt: 'x', n: 3 }) }),
   () => ({ kind: 'invalid', method: 'GET', path: '/generate' }),
@@ -87,12 +117,21 @@ async function send(url: string, p: Plan): Promise<Outcome> {
   const abort = p.abortAfterMs === null ? null : setTimeout(() => controller.abort(), p.abortAfterMs);
   const started = performance.now();
   try {
-    const res = await fetch(url + p.path, { method: p.method, body: p.body, headers: { 'content-type': 'application/json' }, signal: controller.signal });
+    const res = await fetch(url + p.path, {
+      method: p.method,
+      body: p.body,
+      headers: { 'content-type': 'application/json' },
+      signal: controller.signal,
+    });
     await res.arrayBuffer();
     return { kind: p.kind, status: String(res.status), ms: performance.now() - started };
   } catch (error) {
     const hung = controller.signal.reason instanceof Error && controller.signal.reason.message === 'hung';
-    return { kind: p.kind, status: hung ? 'hung' : controller.signal.aborted ? 'aborted' : `error ${(error as Error).message}`, ms: performance.now() - started };
+    return {
+      kind: p.kind,
+      status: hung ? 'hung' : controller.signal.aborted ? 'aborted' : `error ${(error as Error).message}`,
+      ms: performance.now() - started,
+    };
   } finally {
     clearTimeout(timeout);
     if (abort) clearTimeout(abort);
@@ -135,7 +174,9 @@ async function main(): Promise<void> {
   const peak = { ...start };
   const outcomes: Outcome[] = [];
   const began = performance.now();
-  console.log(`soak: ${REQUESTS} requests, ${CONCURRENCY} at a time, maxConcurrentRequests ${args.limit}, seed ${args.seed}, model ${engine.info.modelId}`);
+  console.log(
+    `soak: ${REQUESTS} requests, ${CONCURRENCY} at a time, maxConcurrentRequests ${args.limit}, seed ${args.seed}, model ${engine.info.modelId}`,
+  );
   console.log('   s   done   req/s   RSS MB  heap MB  worker MB  in flight');
   const report = () => {
     const m = memory();
@@ -143,7 +184,9 @@ async function main(): Promise<void> {
     peak.heap = Math.max(peak.heap, m.heap);
     peak.worker = Math.max(peak.worker, m.worker);
     const s = (performance.now() - began) / 1000;
-    console.log(`${s.toFixed(0).padStart(4)} ${String(outcomes.length).padStart(6)} ${(outcomes.length / s).toFixed(1).padStart(7)} ${MB(m.rss).padStart(8)} ${MB(m.heap).padStart(8)} ${MB(m.worker).padStart(10)} ${String(handler.admission.inFlight).padStart(10)}`);
+    console.log(
+      `${s.toFixed(0).padStart(4)} ${String(outcomes.length).padStart(6)} ${(outcomes.length / s).toFixed(1).padStart(7)} ${MB(m.rss).padStart(8)} ${MB(m.heap).padStart(8)} ${MB(m.worker).padStart(10)} ${String(handler.admission.inFlight).padStart(10)}`,
+    );
   };
   const ticker = setInterval(report, Number(args['interval-ms']));
 
@@ -161,7 +204,8 @@ async function main(): Promise<void> {
   report();
   // Aborted streams leave the batch at the next step boundary.
   const settled = Date.now() + 5000;
-  while ((handler.admission.inFlight > 0 || engine.stats().batchSize > 0) && Date.now() < settled) await new Promise((r) => setTimeout(r, 50));
+  while ((handler.admission.inFlight > 0 || engine.stats().batchSize > 0) && Date.now() < settled)
+    await new Promise((r) => setTimeout(r, 50));
   const end = memory();
 
   const byStatus = new Map<string, number>();
@@ -170,7 +214,9 @@ async function main(): Promise<void> {
   console.log('latency of completed requests (ms):');
   for (const kind of [...new Set(outcomes.map((o) => o.kind))].sort()) {
     const ms = outcomes.filter((o) => o.kind === kind && /^\d/.test(o.status)).map((o) => o.ms);
-    console.log(`  ${kind.padEnd(16)} n=${String(ms.length).padStart(5)}  p50 ${percentile(ms, 50).toFixed(1).padStart(7)}  p95 ${percentile(ms, 95).toFixed(1).padStart(7)}`);
+    console.log(
+      `  ${kind.padEnd(16)} n=${String(ms.length).padStart(5)}  p50 ${percentile(ms, 50).toFixed(1).padStart(7)}  p95 ${percentile(ms, 95).toFixed(1).padStart(7)}`,
+    );
   }
   console.log('memory (MB)       start      end     peak');
   for (const key of ['rss', 'heap', 'worker'] as const) {
@@ -178,7 +224,9 @@ async function main(): Promise<void> {
   }
   console.log(`  worker, live ${MB(liveAtStart).padStart(8)} ${MB(await liveWorkerMemory(engine)).padStart(8)}`);
   const stats = engine.stats();
-  console.log(`after: in flight ${handler.admission.inFlight}, batch ${stats.batchSize}, queue ${stats.queueSize}, ${((performance.now() - began) / 1000).toFixed(1)} s`);
+  console.log(
+    `after: in flight ${handler.admission.inFlight}, batch ${stats.batchSize}, queue ${stats.queueSize}, ${((performance.now() - began) / 1000).toFixed(1)} s`,
+  );
 
   const bad = outcomes.filter((o) => o.status.startsWith('5') || o.status === 'hung' || o.status.startsWith('error'));
   const leaked = handler.admission.inFlight !== 0 || stats.batchSize !== 0 || stats.queueSize !== 0;

@@ -38,7 +38,10 @@ async function generate(engine: Engine, inputs: string): Promise<Result> {
   let text = '';
   let first = 0;
   let last = 0;
-  for await (const event of engine.generate({ inputs, parameters: { max_new_tokens: NEW_TOKENS, do_sample: false } }) as AsyncIterable<GenerationEvent>) {
+  for await (const event of engine.generate({
+    inputs,
+    parameters: { max_new_tokens: NEW_TOKENS, do_sample: false },
+  }) as AsyncIterable<GenerationEvent>) {
     last = performance.now();
     if (ids.length === 0) first = last;
     ids.push(event.token.id);
@@ -57,13 +60,17 @@ async function benchFamily(family: (typeof FAMILIES)[number]): Promise<void> {
     const earlier = await generate(plain, free);
     const grounded = `${free}${earlier.text}\n\n${free}`;
     console.log(`\n${family.label}`);
-    for (const [name, prompt, target] of [['input-grounded', grounded, 1.5], ['free text', free, 0.97]] as const) {
+    for (const [name, prompt, target] of [
+      ['input-grounded', grounded, 1.5],
+      ['free text', free, 0.97],
+    ] as const) {
       let best = { spec: 0, plain: 0 };
       let same = true;
       const before = spec.stats();
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which engine goes first, so neither always runs on a warmer machine.
-        const [a, b] = round % 2 === 0 ? [await generate(spec, prompt), await generate(plain, prompt)] : [null, await generate(plain, prompt)];
+        const [a, b] =
+          round % 2 === 0 ? [await generate(spec, prompt), await generate(plain, prompt)] : [null, await generate(plain, prompt)];
         const s = a ?? (await generate(spec, prompt));
         same &&= s.ids.join() === b.ids.join();
         best = { spec: Math.max(best.spec, s.tokPerS), plain: Math.max(best.plain, b.tokPerS) };

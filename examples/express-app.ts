@@ -98,7 +98,11 @@ export async function startExpressApp(options: ExpressAppOptions): Promise<Runni
   app.use(express.json({ limit: '2mb' }));
   app.use(express.static(DEMO_DIR));
   app.get('/api/status', (_req, res) => {
-    res.json({ service: 'example-express-app', uptime_s: Math.round((Date.now() - started) / 1000), llm_in_flight: llm.handler.admission.inFlight });
+    res.json({
+      service: 'example-express-app',
+      uptime_s: Math.round((Date.now() - started) / 1000),
+      llm_in_flight: llm.handler.admission.inFlight,
+    });
   });
   app.use('/llm', requireApiKey(apiKey), llm);
   app.use(jsonErrors);

@@ -79,7 +79,11 @@ export async function startKoaApp(options: KoaAppOptions): Promise<RunningApp> {
   app.use(llm);
   app.use(async (ctx, next) => {
     if (ctx.method !== 'GET' || ctx.path !== '/api/status') return next();
-    ctx.body = { service: 'example-koa-app', uptime_s: Math.round((Date.now() - started) / 1000), llm_in_flight: llm.handler.admission.inFlight };
+    ctx.body = {
+      service: 'example-koa-app',
+      uptime_s: Math.round((Date.now() - started) / 1000),
+      llm_in_flight: llm.handler.admission.inFlight,
+    };
   });
 
   await llm.handler.ready();

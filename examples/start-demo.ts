@@ -53,11 +53,17 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningApp> 
     app = await startExpressApp({ model: options.model, dtype, onProgress: progressPrinter(), port, apiKey });
   } else {
     // Random weights: the text is gibberish, but the model has a real model's shape, so the timing is real.
-    const model = await withProgress(`Preparing the ${size} fixture model in .fixtures/${size} (built once)`, ensureFixtureModel(size), log);
+    const model = await withProgress(
+      `Preparing the ${size} fixture model in .fixtures/${size} (built once)`,
+      ensureFixtureModel(size),
+      log,
+    );
     app = await withProgress('Loading it into ONNX Runtime', startExpressApp({ model, port, apiKey }), log);
   }
   log(`Demo: ${app.url}/   (LLM routes under ${app.url}/llm${apiKey ? '; POSTs need the DEMO_API_KEY' : ''})`);
-  log(`Try:  curl -N ${app.url}/llm/generate_stream -H 'content-type: application/json' -d '{"inputs":"Once upon a time","parameters":{"max_new_tokens":50}}'`);
+  log(
+    `Try:  curl -N ${app.url}/llm/generate_stream -H 'content-type: application/json' -d '{"inputs":"Once upon a time","parameters":{"max_new_tokens":50}}'`,
+  );
   return app;
 }
 
@@ -66,7 +72,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (!['tiny', 'demo', 'bench'].includes(size)) throw new Error(`DEMO_MODEL_SIZE must be tiny, demo or bench, got "${size}"`);
   const { values } = parseArgs({ options: { model: { type: 'string' }, dtype: { type: 'string' } } });
   const dtype = values.dtype as DemoOptions['dtype'];
-  const app = await startDemo({ size, model: values.model, dtype, port: Number(process.env.PORT ?? 3000), apiKey: process.env.DEMO_API_KEY });
+  const app = await startDemo({
+    size,
+    model: values.model,
+    dtype,
+    port: Number(process.env.PORT ?? 3000),
+    apiKey: process.env.DEMO_API_KEY,
+  });
   const stop = () => void app.close().then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

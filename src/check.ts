@@ -26,7 +26,10 @@ export interface CheckReport {
 const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
 
 async function fileSize(file: string): Promise<string> {
-  return stat(file).then((s) => mib(s.size), () => 'missing');
+  return stat(file).then(
+    (s) => mib(s.size),
+    () => 'missing',
+  );
 }
 
 /** The tokens of one greedy generation; `onToken` sees each as it arrives. */
@@ -49,9 +52,7 @@ async function together(engine: Engine, tokens: number): Promise<number[][]> {
     return { promise, go };
   });
   PROMPTS.forEach((prompt, i) => {
-    results.push(
-      started[i].promise.then(() => greedy(engine, prompt, tokens, (n) => n === 2 + i && started[i + 1]?.go())),
-    );
+    results.push(started[i].promise.then(() => greedy(engine, prompt, tokens, (n) => n === 2 + i && started[i + 1]?.go())));
   });
   started[0].go();
   // A prompt that ends before its successor's start signal must not leave it waiting.
@@ -78,9 +79,13 @@ export async function describeModel(info: ModelInfo, print: (line: string) => vo
     .map(([op, n]) => `${op.replace(/^com\.microsoft\./, '')} ×${n}`);
   if (ops.length > 0) print(`Key ops    ${ops.join(', ')}`);
   print(`Attention  ${info.attention.family} → ${info.attention.layout} layout: ${FAMILY_NOTES[info.attention.family]}`);
-  print(`KV cache   ${info.kvDtype}, ${info.kvBytesPerToken} bytes per token; budget ${info.maxBatchTotalTokens} tokens (${mib(info.maxBatchTotalTokens * info.kvBytesPerToken)})`);
+  print(
+    `KV cache   ${info.kvDtype}, ${info.kvBytesPerToken} bytes per token; budget ${info.maxBatchTotalTokens} tokens (${mib(info.maxBatchTotalTokens * info.kvBytesPerToken)})`,
+  );
   const { limits } = info;
-  print(`Limits     input ≤ ${limits.maxInputTokens}, total ≤ ${limits.maxTotalTokens} tokens; batch ≤ ${info.maxBatchSize} rows, prefill ≤ ${info.maxBatchPrefillTokens} tokens per pass`);
+  print(
+    `Limits     input ≤ ${limits.maxInputTokens}, total ≤ ${limits.maxTotalTokens} tokens; batch ≤ ${info.maxBatchSize} rows, prefill ≤ ${info.maxBatchPrefillTokens} tokens per pass`,
+  );
   print(`Stops on   token ids ${info.eosTokenIds.join(', ') || 'none (eos unknown: set it in generation_config.json)'}`);
   print(`Chat       ${info.hasChatTemplate ? 'chat template found' : 'no chat template: /v1/chat/completions answers 422'}`);
 }
@@ -96,7 +101,9 @@ export async function checkModel(options: EngineOptions, print: (line: string) =
     const batched = await together(engine, tokens);
     const mismatches = PROMPTS.map((_, i) => firstDifference(alone[i], batched[i]));
     mismatches.forEach((at, i) => {
-      print(`           prompt ${i + 1}: ${at === null ? 'same tokens' : `DIFFERS from token ${at} (alone ${alone[i][at]}, batched ${batched[i][at]})`}`);
+      print(
+        `           prompt ${i + 1}: ${at === null ? 'same tokens' : `DIFFERS from token ${at} (alone ${alone[i][at]}, batched ${batched[i][at]})`}`,
+      );
     });
     const ok = mismatches.every((at) => at === null);
     print(ok ? 'Result     batched equals alone' : 'Result     batched DIFFERS from alone: please report this model');

@@ -63,14 +63,18 @@ export async function serve(argv: string[]): Promise<void> {
     bodyLimit: int(values['body-limit'], 'body-limit'),
     stallTimeoutMs: int(values['stall-timeout-ms'], 'stall-timeout-ms'),
   };
-  const handler = createInferenceHandler(upstreams.length > 0 ? { upstreams, ...own } : {
-    model: values.model!,
-    onProgress: progressPrinter(),
-    dtype: dtypeOption(values.dtype),
-    threads: int(values.threads, 'threads'),
-    maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
-    ...own,
-  });
+  const handler = createInferenceHandler(
+    upstreams.length > 0
+      ? { upstreams, ...own }
+      : {
+          model: values.model!,
+          onProgress: progressPrinter(),
+          dtype: dtypeOption(values.dtype),
+          threads: int(values.threads, 'threads'),
+          maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
+          ...own,
+        },
+  );
   const server = createServer((req, res) => {
     const path = req.url ?? '/';
     if (handler.matches(path)) return void handler.handle(req, res, path);
@@ -82,7 +86,9 @@ export async function serve(argv: string[]): Promise<void> {
   const url = `http://${values.host}:${typeof address === 'object' && address ? address.port : port}`;
   console.log(`Loading ${values.model ?? upstreams.join(', ')} ...`);
   const engine = await handler.ready();
-  console.log(`Serving ${engine.info.modelId} at ${url} (try: curl -N ${url}/generate_stream -H 'content-type: application/json' -d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}')`);
+  console.log(
+    `Serving ${engine.info.modelId} at ${url} (try: curl -N ${url}/generate_stream -H 'content-type: application/json' -d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}')`,
+  );
 
   const drainTimeoutMs = int(values['drain-timeout-ms'], 'drain-timeout-ms');
   let stopping = false;
@@ -112,7 +118,13 @@ async function check(argv: string[]): Promise<void> {
   });
   if (!values.model) throw new Error('--model DIR or --model org/name is required');
   const { checkModel } = await import('./check.js');
-  const options = { model: values.model, dtype: dtypeOption(values.dtype), onProgress: progressPrinter(), modelFile: values['model-file'], threads: int(values.threads, 'threads') };
+  const options = {
+    model: values.model,
+    dtype: dtypeOption(values.dtype),
+    onProgress: progressPrinter(),
+    modelFile: values['model-file'],
+    threads: int(values.threads, 'threads'),
+  };
   const report = await checkModel(options, (line) => console.log(line), int(values.tokens, 'tokens'));
   if (!report.ok) process.exitCode = 1;
 }

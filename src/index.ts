@@ -7,7 +7,13 @@
 export { createEngine } from './engine/engine.js';
 // The same routes in front of other inference servers (TGI, vLLM, SGLang, llama.cpp, our own serve).
 export {
-  createRemoteEngine, RemoteEngine, type Dialect, type RemoteEngineOptions, type RemoteMetricsOptions, type UpstreamOptions, type UpstreamStatus,
+  createRemoteEngine,
+  RemoteEngine,
+  type Dialect,
+  type RemoteEngineOptions,
+  type RemoteMetricsOptions,
+  type UpstreamOptions,
+  type UpstreamStatus,
 } from './remote/index.js';
 // An `onProgress` for a model given by Hub id: one line on a terminal (what the CLI and `npm start` print).
 export { describeProgress, progressPrinter } from './hub/progress.js';
@@ -16,11 +22,42 @@ export { createInferenceHandler, type InferenceHandler, type MetricsOptions, typ
 // The type of `handler.admission`; the handler makes its own.
 export type { AdmissionController } from './admission.js';
 export {
-  InferenceError, ValidationError, OverloadedError, GenerationError, TemplateError, UnavailableError, ModelLoadError,
-  UpstreamUnavailableError, type ErrorType, type ErrorContext, type ErrorListener, type ErrorPhase,
+  InferenceError,
+  ValidationError,
+  OverloadedError,
+  GenerationError,
+  TemplateError,
+  UnavailableError,
+  ModelLoadError,
+  UpstreamUnavailableError,
+  type ErrorType,
+  type ErrorContext,
+  type ErrorListener,
+  type ErrorPhase,
 } from './errors.js';
 export type {
-  ChatGenerateRequest, ChatMessage, CloseOptions, DownloadProgress, Dtype, EndEvent, Engine, EngineOptions, EngineStats, FinishReason,
-  ForwardPassRecord, GenerateOptions, GenerateParameters, GenerateRequest, Generation, GenerationDefaults, GenerationEvent,
-  GenerationTimings, ModelInfo, PrefillToken, Token, TokenEvent, TokenizedToken, ValidationLimits,
+  ChatGenerateRequest,
+  ChatMessage,
+  CloseOptions,
+  DownloadProgress,
+  Dtype,
+  EndEvent,
+  Engine,
+  EngineOptions,
+  EngineStats,
+  FinishReason,
+  ForwardPassRecord,
+  GenerateOptions,
+  GenerateParameters,
+  GenerateRequest,
+  Generation,
+  GenerationDefaults,
+  GenerationEvent,
+  GenerationTimings,
+  ModelInfo,
+  PrefillToken,
+  Token,
+  TokenEvent,
+  TokenizedToken,
+  ValidationLimits,
 } from './types.js';

@@ -3,8 +3,19 @@
 
 const $ = (id) => document.getElementById(id);
 const api = (route) => new URL(`llm/${route}`, document.baseURI);
-const INFO_FIELDS = ['model_id', 'model_dtype', 'model_device_type', 'max_concurrent_requests', 'max_batch_size',
-  'max_input_tokens', 'max_total_tokens', 'queue_size', 'batch_size', 'router', 'version'];
+const INFO_FIELDS = [
+  'model_id',
+  'model_dtype',
+  'model_device_type',
+  'max_concurrent_requests',
+  'max_batch_size',
+  'max_input_tokens',
+  'max_total_tokens',
+  'queue_size',
+  'batch_size',
+  'router',
+  'version',
+];
 
 let run = null; // { controller } of the generation on screen
 
@@ -24,7 +35,7 @@ async function errorText(response) {
   const text = await response.text();
   try {
     const body = JSON.parse(text);
-    return `${response.status}: ${typeof body.error === 'string' ? body.error : body.error?.message ?? text}`;
+    return `${response.status}: ${typeof body.error === 'string' ? body.error : (body.error?.message ?? text)}`;
   } catch {
     return `${response.status}: ${text || response.statusText}`;
   }
@@ -48,7 +59,12 @@ async function runPlain(body, signal) {
     $('plain-output').textContent = result.generated_text;
     setStats('plain', `total ${seconds(performance.now() - started)} · ${result.details.generated_tokens} tokens, all at the end`, 'done');
   } catch (error) {
-    if (signal.aborted) setStats('plain', `stopped after ${seconds(performance.now() - started)}: nothing to show, the text only comes at the end`, 'stopped');
+    if (signal.aborted)
+      setStats(
+        'plain',
+        `stopped after ${seconds(performance.now() - started)}: nothing to show, the text only comes at the end`,
+        'stopped',
+      );
     else setStats('plain', String(error), 'error');
   } finally {
     clearInterval(ticker);

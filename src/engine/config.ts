@@ -142,12 +142,16 @@ export function checkEngineOptions(options: EngineOptions, caller: Caller = 'cre
   }
   for (const name of ['onProgress', 'onError'] as const) {
     const value = options[name];
-    if (value !== undefined && typeof value !== 'function') throw optionError(caller, `\`${name}\` must be a function, got ${typeof value}`);
+    if (value !== undefined && typeof value !== 'function')
+      throw optionError(caller, `\`${name}\` must be a function, got ${typeof value}`);
   }
   for (const [name, min] of Object.entries(INTEGER_OPTIONS)) checkIntegerOption(caller, name, options[name as keyof EngineOptions], min);
   checkString(caller, 'modelId', options.modelId);
   if (options.allowBatchVariance !== undefined && typeof options.allowBatchVariance !== 'boolean') {
-    throw optionError(caller, `\`allowBatchVariance\` must be a boolean, got ${JSON.stringify(options.allowBatchVariance) ?? typeof options.allowBatchVariance}`);
+    throw optionError(
+      caller,
+      `\`allowBatchVariance\` must be a boolean, got ${JSON.stringify(options.allowBatchVariance) ?? typeof options.allowBatchVariance}`,
+    );
   }
   if (options.allowBatchVariance !== undefined && typeof options.allowBatchVariance !== 'boolean') {
     throw optionError(caller, `\`allowBatchVariance\` must be a boolean, got ${typeof options.allowBatchVariance}`);
@@ -170,7 +174,11 @@ export function checkEngineOptions(options: EngineOptions, caller: Caller = 'cre
   }
   const { maxInputTokens, maxTotalTokens, maxBatchTotalTokens } = options;
   if (maxInputTokens !== undefined && maxTotalTokens !== undefined && maxInputTokens >= maxTotalTokens) {
-    throw optionError(caller, `\`maxInputTokens\` (${maxInputTokens}) must be less than \`maxTotalTokens\` (${maxTotalTokens})`, RangeError);
+    throw optionError(
+      caller,
+      `\`maxInputTokens\` (${maxInputTokens}) must be less than \`maxTotalTokens\` (${maxTotalTokens})`,
+      RangeError,
+    );
   }
   const longest = maxTotalTokens ?? (maxInputTokens === undefined ? undefined : maxInputTokens + 1);
   if (longest !== undefined && maxBatchTotalTokens !== undefined && longest > maxBatchTotalTokens) {
@@ -201,9 +209,10 @@ export function resolveConfig(
   const bytesPerToken = kvBytesPerToken(model);
   const kvBytes = options.maxKvCacheBytes ?? defaultKvCacheBytes(machineBytes);
   const maxBatchTotalTokens = options.maxBatchTotalTokens ?? Math.floor(kvBytes / bytesPerToken);
-  const budget = options.maxBatchTotalTokens === undefined
-    ? `maxKvCacheBytes (${formatBytes(kvBytes)}${options.maxKvCacheBytes === undefined ? ', the default' : ''}) holds ${maxBatchTotalTokens} tokens of ${formatBytes(bytesPerToken)}`
-    : `maxBatchTotalTokens is ${maxBatchTotalTokens}`;
+  const budget =
+    options.maxBatchTotalTokens === undefined
+      ? `maxKvCacheBytes (${formatBytes(kvBytes)}${options.maxKvCacheBytes === undefined ? ', the default' : ''}) holds ${maxBatchTotalTokens} tokens of ${formatBytes(bytesPerToken)}`
+      : `maxBatchTotalTokens is ${maxBatchTotalTokens}`;
   if (maxBatchTotalTokens < 2) throw new ModelLoadError(`The KV budget is too small for one request: ${budget}`);
 
   const fromContext = Math.min(config.maxPositionEmbeddings, DEFAULT_MAX_TOTAL_TOKENS, maxBatchTotalTokens);

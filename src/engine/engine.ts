@@ -1,14 +1,32 @@
 import { type Worker } from 'node:worker_threads';
 import {
-  GenerationError, InferenceError, ModelLoadError, UnavailableError, ValidationError, deserializeError, logError,
-  type ErrorListener, type ErrorPhase,
+  GenerationError,
+  InferenceError,
+  ModelLoadError,
+  UnavailableError,
+  ValidationError,
+  deserializeError,
+  logError,
+  type ErrorListener,
+  type ErrorPhase,
 } from '../errors.js';
 import { validateParameters } from '../params.js';
 import type { GrammarSpec } from '../grammar/spec.js';
 import { checkEngineOptions } from './config.js';
 import type {
-  ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineOptions, EngineStats, ForwardPassRecord, GenerateOptions,
-  GenerateRequest, Generation, GenerationEvent, ModelInfo, TokenizedToken,
+  ChatGenerateRequest,
+  ChatMessage,
+  CloseOptions,
+  Engine,
+  EngineOptions,
+  EngineStats,
+  ForwardPassRecord,
+  GenerateOptions,
+  GenerateRequest,
+  Generation,
+  GenerationEvent,
+  ModelInfo,
+  TokenizedToken,
 } from '../types.js';
 import { EventChannel } from './event-channel.js';
 import type { FromWorker, Prompt, StepToken, ToWorker } from './messages.js';
@@ -123,7 +141,9 @@ class WorkerEngine implements Engine {
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
     // `inputs` is checked with the parameters, at TGI's place in the rule order.
-    return this.start(request?.parameters, options, { inputs: request?.inputs, grammar: request?.grammar }, () => ({ text: request.inputs }));
+    return this.start(request?.parameters, options, { inputs: request?.inputs, grammar: request?.grammar }, () => ({
+      text: request.inputs,
+    }));
   }
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
@@ -220,8 +240,10 @@ class WorkerEngine implements Engine {
 
   private receive(message: FromWorker): void {
     switch (message.type) {
-      case 'accepted': return this.requests.get(message.id)?.accept(message.inputLength);
-      case 'rejected': return this.settle(message.id, deserializeError(message.error));
+      case 'accepted':
+        return this.requests.get(message.id)?.accept(message.inputLength);
+      case 'rejected':
+        return this.settle(message.id, deserializeError(message.error));
       case 'step':
         this.latest = message.stats;
         if (message.pass) this.passListeners.forEach((listener) => listener(message.pass!));

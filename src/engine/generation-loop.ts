@@ -89,9 +89,15 @@ export class GenerationLoop {
       healthy: this.healthy,
       workerMemoryBytes: heap.used_heap_size + heap.external_memory,
       ...(this.prefixCache
-        ? { prefixCacheHits: this.prefixCache.hits, prefixCacheTokens: this.prefixCache.hitTokens, prefixCacheBytes: this.prefixCache.bytes }
+        ? {
+            prefixCacheHits: this.prefixCache.hits,
+            prefixCacheTokens: this.prefixCache.hitTokens,
+            prefixCacheBytes: this.prefixCache.bytes,
+          }
         : {}),
-      ...(this.budget.speculativeTokens ? { speculativeProposedTokens: this.proposedTokens, speculativeAcceptedTokens: this.acceptedTokens } : {}),
+      ...(this.budget.speculativeTokens
+        ? { speculativeProposedTokens: this.proposedTokens, speculativeAcceptedTokens: this.acceptedTokens }
+        : {}),
     };
   }
 
@@ -104,7 +110,9 @@ export class GenerationLoop {
       }
       await this.guard([...this.running.values()], () => this.dropCancelled());
       if (!this.prefilling) {
-        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() }, (s, taken) => this.canJoin(s, taken));
+        const joining = this.queue.nextBatch({ size: this.running.size, reservedTokens: this.reservedTokens() }, (s, taken) =>
+          this.canJoin(s, taken),
+        );
         if (joining.length > 0) await this.guard(joining, () => this.startPrefill(joining));
       }
       const prefill = this.prefilling;
@@ -225,7 +233,8 @@ export class GenerationLoop {
     }
     const proposal = proposeTokens([...sequence.promptIds, ...sequence.generated], k);
     // GroupQueryAttention's rotary table bounds the cache's width (see compact).
-    if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens) return [];
+    if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens)
+      return [];
     return proposal;
   }
 

@@ -5,7 +5,8 @@
  */
 
 /** Data of a float16 tensor, whichever class the runtime chose. */
-export type HalfData = Uint16Array | { readonly buffer: ArrayBufferLike; readonly byteOffset: number; readonly length: number; readonly BYTES_PER_ELEMENT: 2 };
+export type HalfData =
+  Uint16Array | { readonly buffer: ArrayBufferLike; readonly byteOffset: number; readonly length: number; readonly BYTES_PER_ELEMENT: 2 };
 
 /** The same bytes as a `Uint16Array`, without a copy. */
 export function halfBits(data: HalfData): Uint16Array {
@@ -36,4 +37,3 @@ export function widenHalf(bits: Uint16Array, start: number, count: number): Floa
   for (let i = 0; i < count; i++) out[i] = lookup[bits[start + i]];
   return out;
 }
-

@@ -77,7 +77,8 @@ export class KvBatch {
    * next positions: the mask and positions are those of as many decode steps.
    */
   verifyInputs(tokens: readonly number[]): ForwardInputs {
-    if (this.size !== 1 || this.layout === 'anchored') throw new Error('a multi-token pass needs a one-row batch in the left or right layout');
+    if (this.size !== 1 || this.layout === 'anchored')
+      throw new Error('a multi-token pass needs a one-row batch in the left or right layout');
     const seqLen = tokens.length;
     const total = this.width + seqLen;
     const attentionMask = new BigInt64Array(total);
@@ -96,12 +97,15 @@ export class KvBatch {
   advanceBy(present: ort.Tensor[], kept: number): void {
     const fed = present[0].dims[2] - this.width;
     const width = this.width + kept;
-    this.kv = kept === fed ? present : present.map((tensor) => {
-      const [rows, heads, , dim] = tensor.dims;
-      const data = allocLike(kvData(tensor), rows * heads * width * dim);
-      for (let r = 0; r < rows; r++) copyRow(kvData(tensor), width + fed - kept, r, 0, data, width, r, 0, width, heads, dim);
-      return new ort.Tensor(tensor.type as 'float32', data, [rows, heads, width, dim]);
-    });
+    this.kv =
+      kept === fed
+        ? present
+        : present.map((tensor) => {
+            const [rows, heads, , dim] = tensor.dims;
+            const data = allocLike(kvData(tensor), rows * heads * width * dim);
+            for (let r = 0; r < rows; r++) copyRow(kvData(tensor), width + fed - kept, r, 0, data, width, r, 0, width, heads, dim);
+            return new ort.Tensor(tensor.type as 'float32', data, [rows, heads, width, dim]);
+          });
     this.width = width;
     for (let r = 0; r < this.lengths.length; r++) this.lengths[r] += kept;
   }
@@ -126,7 +130,10 @@ export class KvBatch {
     const rows = this.rowIds.map((id, r) => (keep.has(id) ? r : -1)).filter((r) => r >= 0);
     const incoming = other?.size ?? 0;
     if (rows.length === 0) return this.adopt(other);
-    const sources = [...rows.map((r) => ({ batch: this as KvBatch, r })), ...Array.from({ length: incoming }, (_, r) => ({ batch: other!, r }))];
+    const sources = [
+      ...rows.map((r) => ({ batch: this as KvBatch, r })),
+      ...Array.from({ length: incoming }, (_, r) => ({ batch: other!, r })),
+    ];
     const longest = Math.max(...sources.map(({ batch, r }) => batch.lengths[r]));
     if (this.layout === 'anchored' && other && other.width !== this.width) {
       throw new Error(`anchored rows must join at the batch's width (${this.width}), not ${other.width}`);
@@ -135,7 +142,10 @@ export class KvBatch {
     const startOf = ({ batch, r }: { batch: KvBatch; r: number }): number =>
       this.layout === 'anchored' ? batch.starts[r] : this.layout === 'right' ? 0 : width - batch.lengths[r];
     const unchanged =
-      incoming === 0 && rows.length === this.size && width === this.width && rows.every((r) => startOf({ batch: this, r }) === this.starts[r]);
+      incoming === 0 &&
+      rows.length === this.size &&
+      width === this.width &&
+      rows.every((r) => startOf({ batch: this, r }) === this.starts[r]);
     if (unchanged) return;
 
     this.kv = this.kv.map((tensor, i) => {
@@ -178,9 +188,17 @@ function allocLike(like: KvData, length: number): KvData {
 
 /** Copies `cols` columns of one row, every head, from `src` (width `srcWidth`) into `dst`. */
 function copyRow(
-  src: KvData, srcWidth: number, srcRow: number, srcCol: number,
-  dst: KvData, dstWidth: number, dstRow: number, dstCol: number,
-  cols: number, heads: number, dim: number,
+  src: KvData,
+  srcWidth: number,
+  srcRow: number,
+  srcCol: number,
+  dst: KvData,
+  dstWidth: number,
+  dstRow: number,
+  dstCol: number,
+  cols: number,
+  heads: number,
+  dim: number,
 ): void {
   for (let h = 0; h < heads; h++) {
     const from = ((srcRow * heads + h) * srcWidth + srcCol) * dim;

@@ -1,7 +1,15 @@
 /** The messages between the main-thread `Engine` and its worker. Plain data: they cross `postMessage`. */
 import type { SerializedError } from '../errors.js';
 import type {
-  ChatMessage, EngineOptions, EngineStats, FinishReason, ForwardPassRecord, ModelInfo, PrefillToken, Token, ValidatedParameters,
+  ChatMessage,
+  EngineOptions,
+  EngineStats,
+  FinishReason,
+  ForwardPassRecord,
+  ModelInfo,
+  PrefillToken,
+  Token,
+  ValidatedParameters,
 } from '../types.js';
 
 export type Prompt = { text: string } | { messages: ChatMessage[]; tools?: unknown[]; chatTemplateKwargs?: Record<string, unknown> };

@@ -198,7 +198,8 @@ export function parseModelConfig(files: ModelConfigFiles, where = '.'): ModelCon
         tokenIdsAt(genai, G, 'model.eos_token_id'),
         tokenIdsAt(config, C, 'eos_token_id'),
       ) ?? [],
-    bosTokenId: firstDefined(integerAt(generation, 'generation_config.json', 'bos_token_id'), cfg('bos_token_id'), gen('model.bos_token_id')) ?? null,
+    bosTokenId:
+      firstDefined(integerAt(generation, 'generation_config.json', 'bos_token_id'), cfg('bos_token_id'), gen('model.bos_token_id')) ?? null,
     isEncoderDecoder: isEncoderDecoder === true,
     generationDefaults: generation
       ? readGenerationDefaults(generation, 'generation_config.json', '')
@@ -229,7 +230,9 @@ export function describeOnnxFiles(paths: readonly string[]): string {
   const named = new Set<string>();
   const dtypes: string[] = [];
   for (const dtype of DTYPES) {
-    const found = dtypeCandidates(() => dtype).filter(({ path }) => onnx.includes(path)).map(({ path }) => path);
+    const found = dtypeCandidates(() => dtype)
+      .filter(({ path }) => onnx.includes(path))
+      .map(({ path }) => path);
     found.forEach((path) => named.add(path));
     if (found.length > 0) dtypes.push(`${dtype} (${found.join(', ')})`);
   }
@@ -362,7 +365,9 @@ export async function readJsonFile(file: string): Promise<JsonObject | undefined
 async function listFiles(dir: string, sub: string): Promise<string[]> {
   const entries = await readdir(join(dir, sub), { withFileTypes: true }).catch(() => []);
   // A Hugging Face cache snapshot holds symlinks into its blobs/ folder.
-  return entries.filter((entry) => entry.isFile() || entry.isSymbolicLink()).map((entry) => (sub === '.' ? entry.name : posix.join(sub, entry.name)));
+  return entries
+    .filter((entry) => entry.isFile() || entry.isSymbolicLink())
+    .map((entry) => (sub === '.' ? entry.name : posix.join(sub, entry.name)));
 }
 
 export interface ModelDir {
@@ -381,7 +386,13 @@ export interface ModelDir {
  * const { onnxFile, config, graph } = await openModelDir('./models/smollm2', { dtype: 'q4' });
  */
 export async function openModelDir(dir: string, options: ModelFileOptions = {}): Promise<ModelDir> {
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new ModelLoadError(`${dir} is not a directory`);
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new ModelLoadError(`${dir} is not a directory`);
   const configs: ModelConfigFiles = {
     config: await readJsonFile(join(dir, 'config.json')),
     generation: await readJsonFile(join(dir, 'generation_config.json')),
@@ -396,7 +407,13 @@ export async function openModelDir(dir: string, options: ModelFileOptions = {}):
   const graph = await scanOnnxGraph(onnxFile);
   for (const location of graph.externalData) {
     const data = join(dirname(onnxFile), location);
-    if (await stat(data).then((s) => s.isFile(), () => false)) continue;
+    if (
+      await stat(data).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    )
+      continue;
     const beside = (await listFiles(dirname(onnxFile), '.')).filter((name) => /\.onnx(_data(_\d+)?|\.data)$/.test(name));
     throw new ModelLoadError(
       `${onnxFile} keeps its weights in ${location}, which is not beside it (data files there: ${beside.join(', ') || 'none'}); ` +

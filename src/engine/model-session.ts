@@ -71,7 +71,11 @@ export class ModelSession {
   /** Set by `load` once the attention family is known. */
   attention!: AttentionPlan;
 
-  private constructor(private readonly session: ort.InferenceSession, file: string, config: ModelConfig) {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    file: string,
+    config: ModelConfig,
+  ) {
     const inputs = session.inputMetadata.filter(isTensorMeta);
     const outputs = new Set(session.outputNames);
     const past = inputs.filter((m) => PAST.test(m.name));
@@ -144,13 +148,21 @@ export class ModelSession {
    */
   private async probePositions(): Promise<AttentionFamily> {
     const prompt = await this.forward({
-      batch: 1, seqLen: 2, inputIds: BigInt64Array.of(1n, 2n), attentionMask: BigInt64Array.of(1n, 1n),
-      positionIds: BigInt64Array.of(0n, 1n), past: this.emptyPast(1),
+      batch: 1,
+      seqLen: 2,
+      inputIds: BigInt64Array.of(1n, 2n),
+      attentionMask: BigInt64Array.of(1n, 1n),
+      positionIds: BigInt64Array.of(0n, 1n),
+      past: this.emptyPast(1),
     });
     const decode = (past: ort.Tensor[], mask: bigint[]) =>
       this.forward({
-        batch: 1, seqLen: 1, inputIds: BigInt64Array.of(3n), attentionMask: BigInt64Array.from(mask),
-        positionIds: BigInt64Array.of(2n), past,
+        batch: 1,
+        seqLen: 1,
+        inputIds: BigInt64Array.of(3n),
+        attentionMask: BigInt64Array.from(mask),
+        positionIds: BigInt64Array.of(2n),
+        past,
       });
     const alone = (await decode(prompt.present, [1n, 1n, 1n])).logits.at(0, 0);
     const shifted = (await decode(this.shiftRight(prompt.present), [0n, 1n, 1n, 1n])).logits.at(0, 0);
@@ -169,7 +181,8 @@ export class ModelSession {
     return past.map((tensor) => {
       const [rows, heads, width, dim] = tensor.dims;
       const src = kvData(tensor);
-      const out = src instanceof Uint16Array ? new Uint16Array(rows * heads * (width + 1) * dim) : new Float32Array(rows * heads * (width + 1) * dim);
+      const out =
+        src instanceof Uint16Array ? new Uint16Array(rows * heads * (width + 1) * dim) : new Float32Array(rows * heads * (width + 1) * dim);
       for (let h = 0; h < rows * heads; h++) out.set(src.subarray(h * width * dim, (h + 1) * width * dim), (h * (width + 1) + 1) * dim);
       return new ort.Tensor(tensor.type as 'float32', out, [rows, heads, width + 1, dim]);
     });

@@ -55,7 +55,11 @@ class ProtoFileReader {
   private bufStart = 0;
   private jumped = true;
 
-  constructor(private readonly handle: FileHandle, readonly size: number, private readonly file: string) {}
+  constructor(
+    private readonly handle: FileHandle,
+    readonly size: number,
+    private readonly file: string,
+  ) {}
 
   /** Makes `n` bytes from `pos` available (fewer only at the end of the file). */
   private async fill(n: number): Promise<void> {

@@ -97,9 +97,7 @@ export class ChunkedPrefill {
     this.past = prefix ? prefix.past : model.emptyPast(sequences.length, offset);
     const oneShot = layout === 'right' && sequences.length > 1;
     this.chunk = oneShot ? this.full.seqLen : Math.max(1, Math.floor(chunkTokens / sequences.length));
-    this.promptLogprobs = new Map(
-      sequences.filter((s) => s.params.decoderInputDetails).map((s) => [s.id, s.promptIds.map(() => null)]),
-    );
+    this.promptLogprobs = new Map(sequences.filter((s) => s.params.decoderInputDetails).map((s) => [s.id, s.promptIds.map(() => null)]));
     for (const s of sequences) s.markStarted();
   }
 

@@ -18,7 +18,10 @@ export class RequestState {
   private settleAccepted!: { resolve: (v: { inputLength: number }) => void; reject: (e: unknown) => void };
   private unwatch: () => void = () => {};
 
-  constructor(private readonly channel: EventChannel<GenerationEvent>, private readonly onCancel: () => void) {
+  constructor(
+    private readonly channel: EventChannel<GenerationEvent>,
+    private readonly onCancel: () => void,
+  ) {
     this.accepted = new Promise((resolve, reject) => (this.settleAccepted = { resolve, reject }));
     // Callers that only iterate never look at `accepted`; its rejection must not be reported as unhandled.
     this.accepted.catch(() => {});

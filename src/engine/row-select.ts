@@ -140,7 +140,14 @@ export function findCut(s: Scratch, n: number, keys: ArrayLike<number>, weights:
 }
 
 /** The base case: sort the candidates (unless all keys are equal: they are in id order already) and walk. */
-function walkSorted(indices: Int32Array, n: number, keys: ArrayLike<number>, weights: Float64Array | null, target: number, sort: boolean): Cut {
+function walkSorted(
+  indices: Int32Array,
+  n: number,
+  keys: ArrayLike<number>,
+  weights: Float64Array | null,
+  target: number,
+  sort: boolean,
+): Cut {
   const order = indices.subarray(0, n);
   if (sort) order.sort((a, b) => keys[b] - keys[a] || a - b);
   let above = 0;

@@ -73,12 +73,25 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
   };
   const template = await ChatTemplate.load(dir, tokenizer.config);
   info.hasChatTemplate = template !== null;
-  const prefixCache = resolved.prefixCacheBytes > 0
-    ? new PrefixCache(resolved.prefixCacheBytes, { tensors: model.numLayers * 2, heads: model.kvHeads, dim: model.headDim, dtype: model.kvDtype })
-    : null;
+  const prefixCache =
+    resolved.prefixCacheBytes > 0
+      ? new PrefixCache(resolved.prefixCacheBytes, {
+          tensors: model.numLayers * 2,
+          heads: model.kvHeads,
+          dim: model.headDim,
+          dtype: model.kvDtype,
+        })
+      : null;
   const loop = new GenerationLoop(model, resolved, resolved.limits.maxTotalTokens, post, prefixCache);
   return {
-    info, tokenizer, template, model, loop, ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) }, grammars: null, compiling: new Map(),
+    info,
+    tokenizer,
+    template,
+    model,
+    loop,
+    ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) },
+    grammars: null,
+    compiling: new Map(),
   };
 }
 
@@ -160,7 +173,9 @@ async function main(): Promise<void> {
   try {
     engine = await load(workerData as WorkerInit);
   } catch (error) {
-    const failure = InferenceError.isInstance(error) ? error : new ModelLoadError(error instanceof Error ? error.message : String(error), error);
+    const failure = InferenceError.isInstance(error)
+      ? error
+      : new ModelLoadError(error instanceof Error ? error.message : String(error), error);
     post({ type: 'fatal', error: serializeError(failure) });
     return;
   }
@@ -168,18 +183,22 @@ async function main(): Promise<void> {
   // The loop guards its own steps, so its failure is a bug that leaves nothing to serve the requests:
   // the thread ends with it as an uncaught exception, which the engine reports and replaces the worker
   // for, whatever the host's --unhandled-rejections mode.
-  running.catch((error: unknown) => setImmediate(() => {
-    throw error;
-  }));
+  running.catch((error: unknown) =>
+    setImmediate(() => {
+      throw error;
+    }),
+  );
   port.on('message', (message: ToWorker) => {
     switch (message.type) {
-      case 'submit': return void submit(engine, message);
+      case 'submit':
+        return void submit(engine, message);
       case 'cancel': {
         const compiling = engine.compiling.get(message.id);
         if (compiling) compiling.cancelled = true;
         return engine.loop.cancel(message.id);
       }
-      case 'call': return call(engine, message);
+      case 'call':
+        return call(engine, message);
       case 'close':
         // Release the session only after the pass in progress has returned.
         engine.loop.stop();

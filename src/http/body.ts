@@ -15,7 +15,9 @@ function tooLarge(limit: number): InferenceError {
 
 function parsedByHost(req: BodyCarrier): boolean {
   // express.json() leaves `{}` when the content type was not JSON and it did not read the stream.
-  return req.body !== undefined && !(req.readable && typeof req.body === 'object' && req.body !== null && Object.keys(req.body).length === 0);
+  return (
+    req.body !== undefined && !(req.readable && typeof req.body === 'object' && req.body !== null && Object.keys(req.body).length === 0)
+  );
 }
 
 /**

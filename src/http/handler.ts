@@ -53,7 +53,9 @@ export type StreamingInferenceOptions = HandlerOptions &
   (
     | ({ engine: Engine } & { [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never })
     | (EngineOptions & { engine?: undefined })
-    | ({ upstreams: RemoteEngineOptions['upstreams']; engine?: undefined } & { [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never })
+    | ({ upstreams: RemoteEngineOptions['upstreams']; engine?: undefined } & {
+        [K in Exclude<keyof EngineOptions, keyof HandlerOptions>]?: never;
+      })
   );
 
 type Serve = (ctx: HandlerContext, res: ServerResponse, body: unknown) => void | Promise<void>;
@@ -105,8 +107,15 @@ function routePath(path: string): string {
  */
 export function createInferenceHandler(options: StreamingInferenceOptions): InferenceHandler {
   const {
-    engine: shared, maxConcurrentRequests = 128, bodyLimit = 2_000_000, stallTimeoutMs = 30_000, keepAliveMs = 15_000,
-    metrics: metricsOptions, generationConfig = 'auto', upstreams, ...engineOptions
+    engine: shared,
+    maxConcurrentRequests = 128,
+    bodyLimit = 2_000_000,
+    stallTimeoutMs = 30_000,
+    keepAliveMs = 15_000,
+    metrics: metricsOptions,
+    generationConfig = 'auto',
+    upstreams,
+    ...engineOptions
   } = options as StreamingInferenceOptions & { upstreams?: RemoteEngineOptions['upstreams'] };
   // Every option is checked here, at startup, before a model loads.
   if (shared || upstreams) {
@@ -138,21 +147,27 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   };
   const loading: Promise<Engine> = shared
     ? Promise.resolve(shared)
-    : (upstreams ? createRemoteEngine({ upstreams, metrics: metrics ? { registry: metrics.registry } : false }) : createEngine({
-        ...(engineOptions as EngineOptions),
-        onProgress: (progress) => {
-          download = progress;
-          engineOptions.onProgress?.(progress);
+    : (upstreams
+        ? createRemoteEngine({ upstreams, metrics: metrics ? { registry: metrics.registry } : false })
+        : createEngine({
+            ...(engineOptions as EngineOptions),
+            onProgress: (progress) => {
+              download = progress;
+              engineOptions.onProgress?.(progress);
+            },
+            onError: (error, context) => {
+              if (context.phase === 'restart') fail(error);
+              onError(error, context);
+            },
+          })
+      ).then(
+        (e) => (engine = e),
+        (error: unknown) => {
+          fail(error);
+          onError(error, { route: null, phase: 'load' });
+          throw error;
         },
-        onError: (error, context) => {
-          if (context.phase === 'restart') fail(error);
-          onError(error, context);
-        },
-      })).then((e) => (engine = e), (error: unknown) => {
-        fail(error);
-        onError(error, { route: null, phase: 'load' });
-        throw error;
-      });
+      );
   loading.catch(() => {});
 
   const ctx: HandlerContext = {
@@ -178,10 +193,18 @@ export function createInferenceHandler(options: StreamingInferenceOptions): Infe
   };
 
   // Join the engine's admission as soon as there is an engine, so /info shows its limit at once.
-  void loading.then((loaded) => ctx.engineAdmission(loaded), () => {});
+  void loading.then(
+    (loaded) => ctx.engineAdmission(loaded),
+    () => {},
+  );
   const unobserve = metrics?.observe({ engine: () => engine, admission: () => (engine ? ctx.engineAdmission(engine) : null) });
   // A shared engine outlives this handler: its pass listener goes when the handler closes.
-  const unwatch = metrics ? loading.then((loaded) => metrics.watch(loaded), () => () => {}) : null;
+  const unwatch = metrics
+    ? loading.then(
+        (loaded) => metrics.watch(loaded),
+        () => () => {},
+      )
+    : null;
 
   return {
     // With metrics off, /metrics is the host's: Express and Koa call next(), node:http servers see no match.

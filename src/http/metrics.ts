@@ -114,18 +114,37 @@ function register(registry: Registry): RegistryMetrics {
   const engines = () => new Set([...sources].map((s) => s.engine()).filter((e): e is Engine => e !== null));
   const sumStats = (field: keyof Omit<EngineStats, 'healthy'>) => [...engines()].reduce((sum, e) => sum + (e.stats()[field] ?? 0), 0);
   const gauge = (name: string, help: string, value: () => number) =>
-    new Gauge({ name, help, registers, collect() { this.set(value()); } });
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value());
+      },
+    });
 
   gauge('tgi_queue_size', 'Requests waiting for the batch', () => sumStats('queueSize'));
   gauge('tgi_batch_current_size', 'Sequences in the running batch', () => sumStats('batchSize'));
   gauge('tgi_batch_current_max_tokens', 'KV token reservation of the running batch', () => sumStats('batchReservedTokens'));
-  gauge('tgi_batch_max_total_tokens', 'KV token budget of the batch', () => [...engines()].reduce((sum, e) => sum + e.info.maxBatchTotalTokens, 0));
+  gauge('tgi_batch_max_total_tokens', 'KV token budget of the batch', () =>
+    [...engines()].reduce((sum, e) => sum + e.info.maxBatchTotalTokens, 0),
+  );
   gauge('streaming_inference_worker_memory_bytes', "The engine worker's heap and KV-cache buffers", () => sumStats('workerMemoryBytes'));
   // Counted in the worker since it started: a restarted worker starts over, which Prometheus reads as a counter reset.
   const counter = (name: string, help: string, value: () => number) =>
-    new Counter({ name, help, registers, collect() { this.reset(); this.inc(value()); } });
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(value());
+      },
+    });
   counter('streaming_inference_prefix_cache_hits_total', 'Requests that reused a cached prompt prefix', () => sumStats('prefixCacheHits'));
-  counter('streaming_inference_prefix_cache_tokens_total', 'Prompt tokens taken from the prefix cache instead of computed', () => sumStats('prefixCacheTokens'));
+  counter('streaming_inference_prefix_cache_tokens_total', 'Prompt tokens taken from the prefix cache instead of computed', () =>
+    sumStats('prefixCacheTokens'),
+  );
   gauge('streaming_inference_prefix_cache_bytes', 'Bytes the prefix cache holds', () => sumStats('prefixCacheBytes'));
   gauge('streaming_inference_in_flight_requests', 'Admitted requests, queued or generating', () => {
     const admissions = new Set([...sources].map((s) => s.admission()).filter((a): a is AdmissionController => a !== null));
@@ -169,7 +188,11 @@ function createBatchMetrics(registry: Registry) {
     passOk: new Counter({ name: 'tgi_batch_inference_success', help: 'Forward passes that succeeded', labelNames, registers }),
     passFailed: new Counter({ name: 'tgi_batch_inference_failure', help: 'Forward passes that failed', labelNames, registers }),
     passDuration: new Histogram({
-      name: 'tgi_batch_forward_duration', help: 'Forward pass duration, with sampling (s)', labelNames, buckets: DURATION_BUCKETS, registers,
+      name: 'tgi_batch_forward_duration',
+      help: 'Forward pass duration, with sampling (s)',
+      labelNames,
+      buckets: DURATION_BUCKETS,
+      registers,
     }),
     nextSize: new Histogram({ name: 'tgi_batch_next_size', help: 'Requests in a new prefill', buckets: TOKEN_BUCKETS, registers }),
   };

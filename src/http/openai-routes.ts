@@ -13,7 +13,13 @@ export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknow
       const request = parseChatRequest(body, engine.info.limits, generationDefaults(ctx, engine));
       const { stream, parameters } = request;
       const generation = engine.chat(
-        { messages: request.messages, tools: request.tools, chatTemplateKwargs: request.chatTemplateKwargs, parameters, grammar: request.grammar },
+        {
+          messages: request.messages,
+          tools: request.tools,
+          chatTemplateKwargs: request.chatTemplateKwargs,
+          parameters,
+          grammar: request.grammar,
+        },
         { signal, stream },
       );
       const opts = { ...identity(ctx, engine, 'chatcmpl-', request.model), logprobs: request.logprobs, stop: parameters.stop ?? [] };

@@ -13,7 +13,10 @@ export class RepoCache {
   readonly folder: string;
   private readonly locks: string;
 
-  constructor(readonly cacheDir: string, readonly repo: string) {
+  constructor(
+    readonly cacheDir: string,
+    readonly repo: string,
+  ) {
     const name = getRepoFolderName({ type: 'model', name: repo });
     this.folder = join(cacheDir, name);
     this.locks = join(cacheDir, '.locks', name);

@@ -41,9 +41,13 @@ export async function cacheFile(file: RemoteFile, ctx: DownloadContext): Promise
   if (!(await cache.hasBlob(file.oid, file.size))) {
     const partial = `${cache.blobPath(file.oid)}.incomplete`;
     const watch = async () => meter.update(file.path, (await stat(partial).catch(() => null))?.size ?? 0);
-    await withFileLock(cache.lockPath(file.oid), async () => {
-      if (!(await cache.hasBlob(file.oid, file.size))) await download(file, partial, ctx);
-    }, watch);
+    await withFileLock(
+      cache.lockPath(file.oid),
+      async () => {
+        if (!(await cache.hasBlob(file.oid, file.size))) await download(file, partial, ctx);
+      },
+      watch,
+    );
     meter.update(file.path, file.size);
   }
   await cache.link(ctx.commit, file.path, file.oid);
@@ -88,7 +92,10 @@ async function resolveUrl(file: RemoteFile, ctx: DownloadContext): Promise<strin
     hubUrl: settings.endpoint,
     accessToken: settings.token,
   });
-  if (!info) throw new ModelLoadError(`${file.path} of ${target.repo}@${target.revision} is in the file listing, but the Hub has no such file (404)`);
+  if (!info)
+    throw new ModelLoadError(
+      `${file.path} of ${target.repo}@${target.revision} is in the file listing, but the Hub has no such file (404)`,
+    );
   return info.url;
 }
 
@@ -98,7 +105,11 @@ class Transfer {
   private hash: Hash;
   readonly target: HubTarget;
 
-  constructor(private readonly file: RemoteFile, private readonly partial: string, private readonly ctx: DownloadContext) {
+  constructor(
+    private readonly file: RemoteFile,
+    private readonly partial: string,
+    private readonly ctx: DownloadContext,
+  ) {
     this.hash = this.newHash();
     this.target = { ...ctx.target, file: file.path };
   }

@@ -51,8 +51,7 @@ export function hubFailure(error: unknown, target: HubTarget): ModelLoadError {
   }
   if (isNetworkError(error)) {
     return new ModelLoadError(
-      `${what}: cannot reach ${endpoint} (${networkCause(error)}). ` +
-        'Set HF_HUB_OFFLINE=1 to load from the Hugging Face cache only.',
+      `${what}: cannot reach ${endpoint} (${networkCause(error)}). ` + 'Set HF_HUB_OFFLINE=1 to load from the Hugging Face cache only.',
       error,
     );
   }

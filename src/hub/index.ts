@@ -22,7 +22,12 @@ export { hubSettings, type HubSettings } from './settings.js';
  * const { dir, modelId } = await resolveModelSource('onnx-community/Qwen2.5-0.5B-Instruct', { dtype: 'q4' });
  */
 export async function resolveModelSource(model: string, options: ResolveOptions = {}): Promise<{ dir: string; modelId?: string }> {
-  const id = (await stat(model).then((s) => s.isDirectory(), () => false)) ? null : parseHubId(model);
+  const id = (await stat(model).then(
+    (s) => s.isDirectory(),
+    () => false,
+  ))
+    ? null
+    : parseHubId(model);
   if (!id) return { dir: resolve(model) };
   return { dir: (await resolveHubModel(id, options)).dir, modelId: id.repo };
 }

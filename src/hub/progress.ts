@@ -14,7 +14,10 @@ export class ProgressMeter {
   private readonly started = performance.now();
   private lastReport = -Infinity;
 
-  constructor(private readonly repo: string, private readonly report?: (progress: DownloadProgress) => void) {}
+  constructor(
+    private readonly repo: string,
+    private readonly report?: (progress: DownloadProgress) => void,
+  ) {}
 
   expect(bytes: number): void {
     this.totalBytes += bytes;

@@ -60,7 +60,9 @@ export async function resolveHubModel(id: HubModelId, options: ResolveOptions = 
   };
   const configs = PLAN_CONFIG_FILES.filter((path) => listing.has(path));
   if (configs.length === 0) {
-    throw new ModelLoadError(`${id.repo}@${id.revision} has neither config.json nor genai_config.json: it is not a model in the Hugging Face layout`);
+    throw new ModelLoadError(
+      `${id.repo}@${id.revision} has neither config.json nor genai_config.json: it is not a model in the Hugging Face layout`,
+    );
   }
   // The configs the plan reads first, then the rest in one go, so the progress counts up once.
   await ensure(configs);
@@ -79,7 +81,12 @@ function credentials(settings: HubSettings) {
 async function listRepo(id: HubModelId, commit: string, settings: HubSettings, target: HubTarget): Promise<Map<string, RemoteFile>> {
   const files = new Map<string, RemoteFile>();
   try {
-    for await (const entry of listFiles({ ...credentials(settings), repo: { type: 'model', name: id.repo }, revision: commit, recursive: true })) {
+    for await (const entry of listFiles({
+      ...credentials(settings),
+      repo: { type: 'model', name: id.repo },
+      revision: commit,
+      recursive: true,
+    })) {
       if (entry.type !== 'file') continue;
       const lfs = entry.lfs ?? null;
       files.set(entry.path, { path: entry.path, size: entry.size, oid: lfs ? lfs.oid : entry.oid!, lfs: lfs !== null });
@@ -112,7 +119,10 @@ async function fromCache(id: HubModelId, cache: RepoCache, options: ResolveOptio
   try {
     planModelFiles(cached, await readConfigs(dir), options, dir);
   } catch (error) {
-    throw new ModelLoadError(`${reason}, and the cached snapshot of ${id.repo}@${id.revision} does not have it: ${(error as Error).message}`, error);
+    throw new ModelLoadError(
+      `${reason}, and the cached snapshot of ${id.repo}@${id.revision} does not have it: ${(error as Error).message}`,
+      error,
+    );
   }
   return { dir, repo: id.repo, revision: id.revision, commit };
 }

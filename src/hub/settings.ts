@@ -31,7 +31,7 @@ export function hubSettings(overrides: Partial<HubSettings> = {}): HubSettings {
   const env = process.env;
   return {
     endpoint: (overrides.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
-    token: 'token' in overrides ? overrides.token : (env.HF_TOKEN || savedToken()),
+    token: 'token' in overrides ? overrides.token : env.HF_TOKEN || savedToken(),
     cacheDir: overrides.cacheDir ?? getHFHubCachePath(),
     offline: overrides.offline ?? TRUE.has((env.HF_HUB_OFFLINE ?? '').toLowerCase()),
   };

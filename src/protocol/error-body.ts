@@ -101,7 +101,7 @@ function toPublicError(err: unknown): PublicError {
   if (!InferenceError.isInstance(err)) return { status: 500, errorType: 'internal', message: 'Internal server error', param: null };
   // A 503 says which passing state to wait out (loading, restarting, shutting down), in words of ours only.
   const shown = err.status < 500 || err.status === 503;
-  const message = shown ? err.message : HIDDEN_MESSAGE[err.errorType] ?? 'Internal server error';
+  const message = shown ? err.message : (HIDDEN_MESSAGE[err.errorType] ?? 'Internal server error');
   return { status: err.status, errorType: err.errorType, message, param: err.param };
 }
 

@@ -24,27 +24,69 @@
  * });
  */
 export {
-  DONE_FRAME, KEEP_ALIVE_FRAME, SSE_HEADERS, formatSseFrame, openaiJsonFrame, tgiJsonFrame, type SseFormatOptions, type SseFrame,
+  DONE_FRAME,
+  KEEP_ALIVE_FRAME,
+  SSE_HEADERS,
+  formatSseFrame,
+  openaiJsonFrame,
+  tgiJsonFrame,
+  type SseFormatOptions,
+  type SseFrame,
 } from './sse.js';
 export {
-  parseTgiGenerateBody, tgiErrorBody, tgiGenerateResponse, tgiStreamEvent, tgiStreamResponse, tgiTokenizeResponse,
-  type TgiDetails, type TgiErrorBody, type TgiGenerateBody, type TgiGenerateOptions, type TgiGenerateResponse, type TgiStreamDetails,
-  type TgiStreamOptions, type TgiStreamResponse, type TgiTextOptions,
+  parseTgiGenerateBody,
+  tgiErrorBody,
+  tgiGenerateResponse,
+  tgiStreamEvent,
+  tgiStreamResponse,
+  tgiTokenizeResponse,
+  type TgiDetails,
+  type TgiErrorBody,
+  type TgiGenerateBody,
+  type TgiGenerateOptions,
+  type TgiGenerateResponse,
+  type TgiStreamDetails,
+  type TgiStreamOptions,
+  type TgiStreamResponse,
+  type TgiTextOptions,
 } from './tgi.js';
 export {
-  ChatChunkEncoder, chatCompletionResponse, parseChatRequest, type ChatCompletion, type ChatEncoderOptions, type ParsedChatRequest,
+  ChatChunkEncoder,
+  chatCompletionResponse,
+  parseChatRequest,
+  type ChatCompletion,
+  type ChatEncoderOptions,
+  type ParsedChatRequest,
 } from './openai-chat.js';
 export {
-  CompletionChunkEncoder, completionResponse, parseCompletionRequest, type Completion, type CompletionEncoderOptions,
+  CompletionChunkEncoder,
+  completionResponse,
+  parseCompletionRequest,
+  type Completion,
+  type CompletionEncoderOptions,
   type ParsedCompletionRequest,
 } from './openai-completions.js';
 export {
-  openaiChatLogprobs, openaiCompletionLogprobs, openaiFinishReason, openaiLogprob, openaiUsage, type OpenAIChatLogprobs,
-  type OpenAICompletionLogprobs, type OpenAIFinishReason, type OpenAILogprob, type OpenAIResponseIdentity, type OpenAITopLogprob,
+  openaiChatLogprobs,
+  openaiCompletionLogprobs,
+  openaiFinishReason,
+  openaiLogprob,
+  openaiUsage,
+  type OpenAIChatLogprobs,
+  type OpenAICompletionLogprobs,
+  type OpenAIFinishReason,
+  type OpenAILogprob,
+  type OpenAIResponseIdentity,
+  type OpenAITopLogprob,
   type OpenAIUsage,
 } from './openai-output.js';
 export type { GenerationDefaults, OpenAILimits } from './openai-params.js';
 export { StopTrimmer, trimStop } from './openai-stop.js';
 export {
-  errorResponse, inStreamErrorFrame, openaiErrorBody, type ErrorResponse, type OpenAIErrorBody, type RouteFamily,
+  errorResponse,
+  inStreamErrorFrame,
+  openaiErrorBody,
+  type ErrorResponse,
+  type OpenAIErrorBody,
+  type RouteFamily,
 } from './error-body.js';

@@ -50,18 +50,17 @@ export interface ParsedCompletionRequest {
  * // { prompt: 'Once', parameters: { do_sample: true, max_new_tokens: 8 }, stream: true,
  * //   includeUsage: false, model: 'm', echo: false, logprobs: null }
  */
-export function parseCompletionRequest(
-  body: unknown,
-  limits: OpenAILimits = {},
-  defaults?: GenerationDefaults,
-): ParsedCompletionRequest {
+export function parseCompletionRequest(body: unknown, limits: OpenAILimits = {}, defaults?: GenerationDefaults): ParsedCompletionRequest {
   if (!isPlainObject(body)) throw new ValidationError('the request body must be a JSON object');
   const prompt = readPrompt(body);
   if (body.suffix !== undefined && body.suffix !== null) {
     throw new ValidationError('Suffix is not supported and can be achieved by preprocessing the prompt.', 'suffix');
   }
   if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
-    throw new ValidationError('`top_logprobs` belongs to /v1/chat/completions; on /v1/completions `logprobs` is the number of alternatives', 'top_logprobs');
+    throw new ValidationError(
+      '`top_logprobs` belongs to /v1/chat/completions; on /v1/completions `logprobs` is the number of alternatives',
+      'top_logprobs',
+    );
   }
   const parameters = readSamplingParameters(body, limits, defaults);
   const bestOf = readNumber(body, 'best_of', { integer: true });
@@ -77,7 +76,16 @@ export function parseCompletionRequest(
     if (logprobs > 0) parameters.top_n_tokens = logprobs;
   }
   const grammar = readOpenAIGrammar(body, { tgiGrammar: true });
-  return { prompt, parameters, ...(grammar ? { grammar } : {}), stream, includeUsage, ...(model !== undefined ? { model } : {}), echo, logprobs };
+  return {
+    prompt,
+    parameters,
+    ...(grammar ? { grammar } : {}),
+    stream,
+    includeUsage,
+    ...(model !== undefined ? { model } : {}),
+    echo,
+    logprobs,
+  };
 }
 
 export interface CompletionEncoderOptions extends OpenAIResponseIdentity {

@@ -76,8 +76,8 @@ export function readSamplingParameters(body: JsonObject, limits: OpenAILimits = 
     if (typicalP !== undefined) params.typical_p = typicalP;
   }
 
-  const maxTokens = readNumber(body, 'max_completion_tokens', { integer: true, min: 1 }) ??
-    readNumber(body, 'max_tokens', { integer: true, min: 1 });
+  const maxTokens =
+    readNumber(body, 'max_completion_tokens', { integer: true, min: 1 }) ?? readNumber(body, 'max_tokens', { integer: true, min: 1 });
   if (maxTokens !== undefined) params.max_new_tokens = maxTokens;
   const stop = readStop(body);
   if (stop !== undefined) {

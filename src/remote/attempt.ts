@@ -182,7 +182,9 @@ function decode(call: UpstreamCall, data: string): Decoded[] {
   try {
     return call.decoder.decode(data);
   } catch {
-    return [{ type: 'error', failure: { kind: 'failed', message: `the upstream sent an event that cannot be read: ${data.slice(0, 100)}` } }];
+    return [
+      { type: 'error', failure: { kind: 'failed', message: `the upstream sent an event that cannot be read: ${data.slice(0, 100)}` } },
+    ];
   }
 }
 

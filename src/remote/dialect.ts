@@ -66,6 +66,7 @@ export function textToken(text: string, logprob = Number.NaN, special = false): 
 export function failureKind(type: unknown, status = 0): FailureKind {
   if (status === 429 || status === 503 || type === 'overloaded' || type === 'rate_limit_error') return 'overloaded';
   if (status === 400 || status === 422) return 'invalid';
-  if (type === 'validation' || type === 'template_error' || type === 'invalid_request' || type === 'invalid_request_error') return 'invalid';
+  if (type === 'validation' || type === 'template_error' || type === 'invalid_request' || type === 'invalid_request_error')
+    return 'invalid';
   return 'failed';
 }

@@ -51,7 +51,10 @@ async function discoverOpenAI(get: GetJson): Promise<Discovery> {
   if (isCount(first.max_model_len)) limits.maxTotalTokens = first.max_model_len;
   let capacity: number | null = null;
   // llama.cpp only; other servers answer 404, which leaves the defaults.
-  const props = (await get('/props').catch(() => null)) as { total_slots?: unknown; default_generation_settings?: { n_ctx?: unknown } } | null;
+  const props = (await get('/props').catch(() => null)) as {
+    total_slots?: unknown;
+    default_generation_settings?: { n_ctx?: unknown };
+  } | null;
   if (props) {
     if (isCount(props.total_slots)) capacity = props.total_slots;
     if (isCount(props.default_generation_settings?.n_ctx)) limits.maxTotalTokens = props.default_generation_settings.n_ctx;

@@ -8,7 +8,15 @@
  */
 import { usesSampling } from '../engine/sampling.js';
 import type { ChatGenerateRequest, FinishReason, GenerateRequest, Token, ValidatedParameters } from '../types.js';
-import { failureKind, textToken, type Decoded, type EndSummary, type StreamDecoder, type UpstreamCall, type UpstreamFailure } from './dialect.js';
+import {
+  failureKind,
+  textToken,
+  type Decoded,
+  type EndSummary,
+  type StreamDecoder,
+  type UpstreamCall,
+  type UpstreamFailure,
+} from './dialect.js';
 
 /**
  * The sampling fields both OpenAI routes share, from our resolved parameters. Greedy is
@@ -103,7 +111,10 @@ export class OpenAIDecoder implements StreamDecoder {
   private done = false;
 
   /** `topN`: the alternatives each token keeps (the request's `top_n_tokens`). */
-  constructor(private readonly route: 'chat' | 'completion', private readonly topN = 0) {}
+  constructor(
+    private readonly route: 'chat' | 'completion',
+    private readonly topN = 0,
+  ) {}
 
   decode(data: string): Decoded[] {
     if (this.done) return [];

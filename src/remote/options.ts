@@ -165,6 +165,7 @@ function duration(value: number | undefined, name: string, fallback: number, zer
 
 function positiveInteger(value: number | undefined, name: string): number | null {
   if (value === undefined) return null;
-  if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`createRemoteEngine: \`${name}\` must be a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new TypeError(`createRemoteEngine: \`${name}\` must be a positive integer, got ${value}`);
   return value;
 }

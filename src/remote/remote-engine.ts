@@ -12,11 +12,30 @@
 import { Registry } from 'prom-client';
 import { EventChannel } from '../engine/event-channel.js';
 import { RequestState } from '../engine/request-state.js';
-import { GenerationError, InferenceError, OverloadedError, UnavailableError, UpstreamUnavailableError, ValidationError } from '../errors.js';
+import {
+  GenerationError,
+  InferenceError,
+  OverloadedError,
+  UnavailableError,
+  UpstreamUnavailableError,
+  ValidationError,
+} from '../errors.js';
 import { validateParameters } from '../params.js';
 import type {
-  ChatGenerateRequest, ChatMessage, CloseOptions, Engine, EngineStats, ForwardPassRecord, GenerateOptions, GenerateRequest, Generation,
-  GenerationEvent, ModelInfo, TokenizedToken, ValidatedParameters, ValidationLimits,
+  ChatGenerateRequest,
+  ChatMessage,
+  CloseOptions,
+  Engine,
+  EngineStats,
+  ForwardPassRecord,
+  GenerateOptions,
+  GenerateRequest,
+  Generation,
+  GenerationEvent,
+  ModelInfo,
+  TokenizedToken,
+  ValidatedParameters,
+  ValidationLimits,
 } from '../types.js';
 import { UNREACHABLE, attempt, invalidError, refusal } from './attempt.js';
 import type { UpstreamCall, UpstreamFailure } from './dialect.js';
@@ -91,7 +110,7 @@ export class RemoteEngine implements Engine {
 
   constructor(private readonly options: ResolvedRemoteOptions) {
     this.modelId = options.modelId;
-    this.metrics = createUpstreamMetrics(options.metrics === false ? null : options.metrics.registry ?? new Registry());
+    this.metrics = createUpstreamMetrics(options.metrics === false ? null : (options.metrics.registry ?? new Registry()));
     const settings = {
       probeIntervalMs: options.probeIntervalMs,
       loadIntervalMs: options.loadIntervalMs,
@@ -108,14 +127,18 @@ export class RemoteEngine implements Engine {
     while (!this.upstreams.some((u) => u.discovery)) {
       if (performance.now() > deadline) {
         this.upstreams.forEach((u) => u.stop());
-        throw new UpstreamUnavailableError(`None of the upstreams answered within ${this.options.startTimeoutMs} ms: ${this.upstreams.map((u) => u.url).join(', ')}`);
+        throw new UpstreamUnavailableError(
+          `None of the upstreams answered within ${this.options.startTimeoutMs} ms: ${this.upstreams.map((u) => u.url).join(', ')}`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const refused = this.upstreams.filter((u) => u.refused);
     if (refused.length > 0) {
       this.upstreams.forEach((u) => u.stop());
-      throw new TypeError(`createRemoteEngine: the upstreams serve different models (${refused.map((u) => `${u.url} ${u.refused}`).join('; ')}); pass \`modelId\` to serve them under one name anyway`);
+      throw new TypeError(
+        `createRemoteEngine: the upstreams serve different models (${refused.map((u) => `${u.url} ${u.refused}`).join('; ')}); pass \`modelId\` to serve them under one name anyway`,
+      );
     }
     this.info = this.describe();
   }
@@ -136,19 +159,27 @@ export class RemoteEngine implements Engine {
 
   generate(request: GenerateRequest, options: GenerateOptions = {}): Generation {
     return this.begin(options, () => {
-      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false, inputs: request?.inputs, grammar: request?.grammar });
+      const params = validateParameters(request?.parameters, this.info.limits, {
+        stream: options.stream ?? false,
+        inputs: request?.inputs,
+        grammar: request?.grammar,
+      });
       refuseGrammar(params);
       if (params.decoderInputDetails && this.upstreams.some((u) => u.dialect !== 'tgi')) {
         throw new ValidationError('`decoder_input_details` is not available through OpenAI-dialect upstreams', 'decoder_input_details');
       }
-      const call: CallFor = (u) => (u.dialect === 'tgi' ? tgiGenerateCall(request, params) : openaiCompletionCall(request, params, u.model));
+      const call: CallFor = (u) =>
+        u.dialect === 'tgi' ? tgiGenerateCall(request, params) : openaiCompletionCall(request, params, u.model);
       return { params, call };
     });
   }
 
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
     return this.begin(options, () => {
-      const params = validateParameters(request?.parameters, this.info.limits, { stream: options.stream ?? false, grammar: request?.grammar });
+      const params = validateParameters(request?.parameters, this.info.limits, {
+        stream: options.stream ?? false,
+        grammar: request?.grammar,
+      });
       refuseGrammar(params);
       if (!Array.isArray(request?.messages) || request.messages.length === 0) {
         throw new ValidationError('`messages` must be a non-empty array', 'messages');
@@ -280,7 +311,15 @@ export class RemoteEngine implements Engine {
       } catch (error) {
         return state.reject(error);
       }
-      const failure = await attempt({ upstream, call, state, cancel, started, headersTimeoutMs: this.options.headersTimeoutMs, metrics: this.metrics });
+      const failure = await attempt({
+        upstream,
+        call,
+        state,
+        cancel,
+        started,
+        headersTimeoutMs: this.options.headersTimeoutMs,
+        metrics: this.metrics,
+      });
       if (!failure) return;
       if (failure.kind === 'invalid') return state.reject(invalidError(failure.message));
       if (failure.kind === 'overloaded') tally.overloaded = true;
@@ -336,5 +375,6 @@ export class RemoteEngine implements Engine {
 
 /** Upstreams speak their own constraint dialects (or none): a constraint is refused, never dropped. */
 function refuseGrammar(params: ValidatedParameters): void {
-  if (params.grammar) throw new ValidationError('output constraints (grammar, response_format) are not forwarded to remote upstreams', 'grammar');
+  if (params.grammar)
+    throw new ValidationError('output constraints (grammar, response_format) are not forwarded to remote upstreams', 'grammar');
 }

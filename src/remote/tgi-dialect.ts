@@ -29,7 +29,12 @@ export function tgiGenerateCall(request: GenerateRequest, params: ValidatedParam
   // Our seed is reported back, so the upstream must sample with it.
   if (usesSampling(params.sampling)) parameters.seed = params.sampling.seed;
   if (!whole) delete parameters.decoder_input_details;
-  return { path: whole ? '/generate' : '/generate_stream', body: { inputs: request.inputs, parameters }, whole, decoder: new TgiDecoder(whole) };
+  return {
+    path: whole ? '/generate' : '/generate_stream',
+    body: { inputs: request.inputs, parameters },
+    whole,
+    decoder: new TgiDecoder(whole),
+  };
 }
 
 interface TgiStreamEvent {

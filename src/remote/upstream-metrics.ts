@@ -27,17 +27,67 @@ export function createUpstreamMetrics(registry: Registry | null): UpstreamMetric
   const registers = [registry];
   const labelNames = ['upstream'];
   const reuse = <T extends Metric>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
-  const up = reuse('streaming_inference_upstream_up', () => new Gauge({ name: 'streaming_inference_upstream_up', help: 'Upstream passes its health probe (1) or not (0)', labelNames, registers }));
-  const inFlight = reuse('streaming_inference_upstream_in_flight', () =>
-    new Gauge({ name: 'streaming_inference_upstream_in_flight', help: 'Requests we sent the upstream that are not finished', labelNames, registers }));
-  const queue = reuse('streaming_inference_upstream_queue', () =>
-    new Gauge({ name: 'streaming_inference_upstream_queue', help: "The upstream's own queue depth, as last scraped", labelNames, registers }));
-  const requests = reuse('streaming_inference_upstream_requests_total', () =>
-    new Counter({ name: 'streaming_inference_upstream_requests_total', help: 'Attempts on the upstream by outcome', labelNames: ['upstream', 'outcome'], registers }));
-  const failovers = reuse('streaming_inference_upstream_failovers_total', () =>
-    new Counter({ name: 'streaming_inference_upstream_failovers_total', help: 'Requests moved to another upstream before their first token', labelNames: ['upstream', 'reason'], registers }));
-  const firstToken = reuse('streaming_inference_upstream_first_token_seconds', () =>
-    new Histogram({ name: 'streaming_inference_upstream_first_token_seconds', help: 'Dispatch to first token (s)', labelNames, buckets: DURATION_BUCKETS, registers }));
+  const up = reuse(
+    'streaming_inference_upstream_up',
+    () =>
+      new Gauge({
+        name: 'streaming_inference_upstream_up',
+        help: 'Upstream passes its health probe (1) or not (0)',
+        labelNames,
+        registers,
+      }),
+  );
+  const inFlight = reuse(
+    'streaming_inference_upstream_in_flight',
+    () =>
+      new Gauge({
+        name: 'streaming_inference_upstream_in_flight',
+        help: 'Requests we sent the upstream that are not finished',
+        labelNames,
+        registers,
+      }),
+  );
+  const queue = reuse(
+    'streaming_inference_upstream_queue',
+    () =>
+      new Gauge({
+        name: 'streaming_inference_upstream_queue',
+        help: "The upstream's own queue depth, as last scraped",
+        labelNames,
+        registers,
+      }),
+  );
+  const requests = reuse(
+    'streaming_inference_upstream_requests_total',
+    () =>
+      new Counter({
+        name: 'streaming_inference_upstream_requests_total',
+        help: 'Attempts on the upstream by outcome',
+        labelNames: ['upstream', 'outcome'],
+        registers,
+      }),
+  );
+  const failovers = reuse(
+    'streaming_inference_upstream_failovers_total',
+    () =>
+      new Counter({
+        name: 'streaming_inference_upstream_failovers_total',
+        help: 'Requests moved to another upstream before their first token',
+        labelNames: ['upstream', 'reason'],
+        registers,
+      }),
+  );
+  const firstToken = reuse(
+    'streaming_inference_upstream_first_token_seconds',
+    () =>
+      new Histogram({
+        name: 'streaming_inference_upstream_first_token_seconds',
+        help: 'Dispatch to first token (s)',
+        labelNames,
+        buckets: DURATION_BUCKETS,
+        registers,
+      }),
+  );
   return {
     up: (upstream, isUp) => up.set({ upstream }, isUp ? 1 : 0),
     inFlight: (upstream, count) => inFlight.set({ upstream }, count),

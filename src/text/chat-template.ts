@@ -20,8 +20,20 @@ export interface ChatTemplateInput {
 
 /** The variables the renderer sets itself, and @huggingface/jinja's globals: no kwarg may replace them. */
 const RESERVED_VARIABLES: ReadonlySet<string> = new Set([
-  'messages', 'tools', 'add_generation_prompt', 'bos_token', 'eos_token',
-  'raise_exception', 'range', 'strftime_now', 'true', 'false', 'none', 'True', 'False', 'None',
+  'messages',
+  'tools',
+  'add_generation_prompt',
+  'bos_token',
+  'eos_token',
+  'raise_exception',
+  'range',
+  'strftime_now',
+  'true',
+  'false',
+  'none',
+  'True',
+  'False',
+  'None',
 ]);
 
 /**

@@ -31,7 +31,8 @@ export interface TextTokenizer {
   readonly config: Record<string, unknown>;
 }
 
-const FORMAT = 'a tokenizer in the Hugging Face tokenizers format (keys model, normalizer, pre_tokenizer, post_processor, decoder, added_tokens)';
+const FORMAT =
+  'a tokenizer in the Hugging Face tokenizers format (keys model, normalizer, pre_tokenizer, post_processor, decoder, added_tokens)';
 
 /**
  * Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a model directory.
@@ -240,7 +241,7 @@ export function countBeyond(tokenizer: TextTokenizer, text: string, limit: numbe
   const margin = limit + Math.ceil(limit / 10) + 64;
   if (text.length <= margin) return null;
   let count = 0;
-  for (let start = 0; start < text.length; ) {
+  for (let start = 0; start < text.length;) {
     let end = Math.min(text.length, start + COUNT_PIECE);
     const space = end < text.length ? text.lastIndexOf(' ', end) : -1;
     if (space > start) end = space;

@@ -35,7 +35,14 @@ describe('the demo page', () => {
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--no-sandbox',
+        '--disable-background-networking',
+        '--disable-gpu',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await mkdir(SCREENSHOTS, { recursive: true });
@@ -68,7 +75,9 @@ describe('the demo page', () => {
     expect(streamed.length).toBeGreaterThan(partial.length);
     expect(streamed.startsWith(partial)).toBe(true);
     expect(await text(page, 'plain-output')).toBe(streamed);
-    expect(await text(page, 'stream-stats')).toMatch(/^first token after \d+\.\d\d s · \d+\.\d tokens\/s · 150 tokens · total \d+\.\d\d s$/);
+    expect(await text(page, 'stream-stats')).toMatch(
+      /^first token after \d+\.\d\d s · \d+\.\d tokens\/s · 150 tokens · total \d+\.\d\d s$/,
+    );
     expect(await text(page, 'plain-stats')).toMatch(/^total \d+\.\d\d s · 150 tokens, all at the end$/);
     await inFlightShows(page, 0);
     await page.screenshot({ path: new URL('demo.png', SCREENSHOTS).pathname, fullPage: true });

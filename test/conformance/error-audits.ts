@@ -7,7 +7,7 @@ import { CHAT, GREEDY, PROMPT, errorOf, expectOpenAIError, expectTgiError, type 
 import { getJson, post, postForJson } from './http-client.js';
 
 export function errorAudits({ url, opts }: AuditContext): void {
-  it('malformed JSON is a 400 in the route family\'s shape', async () => {
+  it("malformed JSON is a 400 in the route family's shape", async () => {
     for (const path of ['/generate', '/generate_stream', '/']) {
       expectTgiError(await errorOf(await post(url(path), '{"inputs": '), 400), 'invalid_request');
     }
@@ -16,7 +16,7 @@ export function errorAudits({ url, opts }: AuditContext): void {
     }
   });
 
-  it('an invalid parameter is a 422 with TGI\'s message, also on streaming routes', async () => {
+  it("an invalid parameter is a 422 with TGI's message, also on streaming routes", async () => {
     const cases: Array<[object, string]> = [
       [{ temperature: 0 }, '`temperature` must be strictly positive'],
       [{ top_k: 0 }, '`top_k` must be strictly positive'],
@@ -38,7 +38,7 @@ export function errorAudits({ url, opts }: AuditContext): void {
     expectTgiError(await errorOf(budget, 422), 'validation', `Input validation error: ${message}`);
   });
 
-  it('chat with n:2, or another unsupported value, is a 422 in OpenAI\'s shape, also when streaming', async () => {
+  it("chat with n:2, or another unsupported value, is a 422 in OpenAI's shape, also when streaming", async () => {
     for (const stream of [false, true]) {
       const res = await post(url('/v1/chat/completions'), { ...CHAT, n: 2, stream });
       expectOpenAIError(await errorOf(res, 422), 'invalid_request_error', 'validation', 'n');

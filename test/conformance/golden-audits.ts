@@ -14,8 +14,18 @@ const SEED = 7;
 const PROMPT = 'It was a dark and stormy night';
 const CHAT = { messages: [{ role: 'user', content: 'Say something' }], max_tokens: N, temperature: 0 };
 
-interface TgiToken { id: number; text: string; logprob: number; special: boolean }
-interface ChatLogprob { token: string; logprob: number; bytes: number[]; top_logprobs: unknown[] }
+interface TgiToken {
+  id: number;
+  text: string;
+  logprob: number;
+  special: boolean;
+}
+interface ChatLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: unknown[];
+}
 
 const tgi = (value: unknown) => `data:${JSON.stringify(value)}\n\n`;
 const openai = (value: unknown) => `data: ${JSON.stringify(value)}\n\n`;
@@ -83,9 +93,13 @@ export function goldenStreamAudits(getBaseUrl: () => string): void {
   it('/v1/completions stream: a chunk per token with text, the last with finish_reason, [DONE]', async () => {
     const res = await post(url('/v1/completions'), { prompt: PROMPT, max_tokens: N, temperature: 0, stream: true });
     const head = { id: 'cmpl-ID', object: 'text_completion', created: 0, model: 'tiny' };
-    const chunk = (text: string, finish: string | null) => openai({ ...head, choices: [{ text, index: 0, logprobs: null, finish_reason: finish }] });
+    const chunk = (text: string, finish: string | null) =>
+      openai({ ...head, choices: [{ text, index: 0, logprobs: null, finish_reason: finish }] });
     const tokens = reference.details.tokens;
-    const body = tokens.slice(0, -1).filter((t) => t.text !== '' && !t.special).map((t) => chunk(t.text, null));
+    const body = tokens
+      .slice(0, -1)
+      .filter((t) => t.text !== '' && !t.special)
+      .map((t) => chunk(t.text, null));
     const last = tokens.at(-1)!;
     const expected = [...body, chunk(last.special ? '' : last.text, 'length'), DONE].join('');
     expect(normalize(await res.text())).toBe(expected);
@@ -120,7 +134,13 @@ export function goldenStreamAudits(getBaseUrl: () => string): void {
       openai({ ...head, choices: [], usage: whole.usage }),
       DONE,
     ].join('');
-    const res = await post(url('/v1/chat/completions'), { ...CHAT, logprobs: true, top_logprobs: 2, stream: true, stream_options: { include_usage: true } });
+    const res = await post(url('/v1/chat/completions'), {
+      ...CHAT,
+      logprobs: true,
+      top_logprobs: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     expect(normalize(await res.text())).toBe(expected);
   });
 

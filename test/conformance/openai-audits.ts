@@ -103,5 +103,4 @@ export function openaiAudits({ url, opts, reference }: AuditContext): void {
       data: [{ id: opts.modelId, object: 'model', created: 0, owned_by: expect.any(String) }],
     });
   });
-
 }

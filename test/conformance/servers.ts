@@ -126,8 +126,7 @@ function koaApp(variant: ServerVariant, options: StreamingInferenceOptions, befo
     await next();
   });
   for (const middleware of before) app.use(middleware as Koa3.Middleware);
-  const middleware =
-    variant.mount === 'prefix' ? koaInference({ ...options, prefix: MOUNT_PATH }) : koaInference(options);
+  const middleware = variant.mount === 'prefix' ? koaInference({ ...options, prefix: MOUNT_PATH }) : koaInference(options);
   app.use(variant.mount === 'koa-mount' ? mount(MOUNT_PATH, middleware) : middleware);
   app.use(async (ctx, next) => {
     if (ctx.method === 'GET' && ctx.path === HOST.routePath) ctx.body = { host: variant.framework };

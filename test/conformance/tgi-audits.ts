@@ -101,7 +101,6 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
     expect(events.at(-1).generated_text).toBe(PROMPT + ref.generated_text);
   });
 
-
   it('GET /info reports TGI fields and in_flight_requests', async () => {
     const info = await getJson(url('/info'));
     expect(info).toMatchObject({
@@ -110,7 +109,14 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
       in_flight_requests: 0,
     });
     for (const key of ['model_sha', 'model_pipeline_tag', 'router', 'version', 'sha', 'docker_label']) expect(info).toHaveProperty(key);
-    for (const key of ['max_best_of', 'max_stop_sequences', 'max_input_tokens', 'max_total_tokens', 'validation_workers', 'max_client_batch_size']) {
+    for (const key of [
+      'max_best_of',
+      'max_stop_sequences',
+      'max_input_tokens',
+      'max_total_tokens',
+      'validation_workers',
+      'max_client_batch_size',
+    ]) {
       expect(Number.isSafeInteger(info[key]), key).toBe(true);
     }
     expect(info.max_input_tokens).toBeLessThan(info.max_total_tokens);
@@ -153,5 +159,4 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
       expect(text).toMatch(new RegExp(`^tgi_batch_forward_duration_count\\{method="${method}"\\} [1-9]\\d*$`, 'm'));
     }
   });
-
 }

@@ -83,13 +83,20 @@ describe("a host's body parser in front of ours", () => {
     await Promise.all(servers.map((s) => s.close()));
   });
 
-  for (const [framework, express] of [['express4', express4], ['express5', express5]] as const) {
+  for (const [framework, express] of [
+    ['express4', express4],
+    ['express5', express5],
+  ] as const) {
     it(`${framework} with express.json(): we use its req.body`, async () => {
       const server = await startServer({ framework, mount: 'prefix' }, { engine }, { before: [express.json()] });
       servers.push(server);
       const { json } = await postForJson(`${server.url}/generate`, REQUEST);
       expect(json.generated_text).toBe(await greedyText(REQUEST.inputs));
-      const chat = await postForJson(`${server.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, temperature: 0 });
+      const chat = await postForJson(`${server.url}/v1/chat/completions`, {
+        messages: [{ role: 'user', content: 'Hi' }],
+        max_tokens: 2,
+        temperature: 0,
+      });
       expect(chat.json.usage.completion_tokens).toBe(2);
       const stream = await post(`${server.url}/generate_stream`, REQUEST);
       expect(stream.headers.get('content-type')).toBe('text/event-stream');
@@ -170,7 +177,10 @@ async function greedyText(inputs: string): Promise<string> {
 }
 
 describe('inside an express.Router', () => {
-  for (const [name, express] of [['Express 4', express4], ['Express 5', express5]] as const) {
+  for (const [name, express] of [
+    ['Express 4', express4],
+    ['Express 5', express5],
+  ] as const) {
     it(`${name}: serves the routes under the router's and the mount's paths, beside the router's own routes`, async () => {
       const { streamingInference } = await import('../../adapters/express.js');
       const app = express();

@@ -203,9 +203,13 @@ describe("a host's compression() in front of ours", () => {
     expect(result.reads).toBeGreaterThan(10);
     // compression() is active for the rest of the app: a large JSON answer is gzipped.
     const whole = await new Promise<string | undefined>((resolve, reject) => {
-      const req = request(`${server.url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json', 'accept-encoding': 'gzip' } }, (res) => {
-        res.resume().on('end', () => resolve(res.headers['content-encoding']));
-      });
+      const req = request(
+        `${server.url}/generate`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'accept-encoding': 'gzip' } },
+        (res) => {
+          res.resume().on('end', () => resolve(res.headers['content-encoding']));
+        },
+      );
       req.on('error', reject);
       req.end(JSON.stringify({ ...STREAM, parameters: { ...STREAM.parameters, max_new_tokens: 50, details: true } }));
     });
@@ -218,7 +222,8 @@ describe("a host's compression() in front of ours", () => {
       const writeHead = res.writeHead;
       res.writeHead = function (this: Response, status: number, ...rest: any[]) {
         const headers = rest.at(-1);
-        if (headers && typeof headers === 'object' && 'Cache-Control' in headers) rest[rest.length - 1] = { ...headers, 'Cache-Control': 'no-cache' };
+        if (headers && typeof headers === 'object' && 'Cache-Control' in headers)
+          rest[rest.length - 1] = { ...headers, 'Cache-Control': 'no-cache' };
         return writeHead.call(this, status, ...rest);
       } as Response['writeHead'];
       next();

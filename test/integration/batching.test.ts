@@ -27,7 +27,13 @@ const VARIANTS: Variant[] = [
   { name: 'positions from the mask', fixture: { positions: 'mask' }, layout: 'left', logprobs: 1e-4 },
   { name: 'positions from the column (optimum gemma)', fixture: { positions: 'column' }, layout: 'anchored', logprobs: 1e-4 },
   { name: 'GroupQueryAttention (onnxruntime-genai)', fixture: { attention: 'gqa' }, layout: 'right', logprobs: 1e-4 },
-  { name: 'GroupQueryAttention, q4 MatMulNBits', fixture: { attention: 'gqa', weights: 'q4' }, options: { dtype: 'q4' }, layout: 'right', logprobs: 1e-1 },
+  {
+    name: 'GroupQueryAttention, q4 MatMulNBits',
+    fixture: { attention: 'gqa', weights: 'q4' },
+    options: { dtype: 'q4' },
+    layout: 'right',
+    logprobs: 1e-1,
+  },
   { name: 'Optimum, q4 MatMulNBits', fixture: { weights: 'q4' }, options: { dtype: 'q4' }, layout: 'left', logprobs: 1e-1 },
   // One row per pass (see rowCoupling); a chunked prefill still sees other activation scales.
   { name: 'Optimum, q8 dynamic quantization', fixture: { weights: 'q8' }, options: { dtype: 'q8' }, layout: 'left', logprobs: 5e-1 },
@@ -126,7 +132,10 @@ describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layou
   });
 
   it('gives every seeded sample the tokens it gets alone', async () => {
-    const jobs = JOBS.map((j, i) => ({ ...j, parameters: { ...j.parameters, do_sample: true, temperature: 1.3, top_k: 50, seed: 100 + i } }));
+    const jobs = JOBS.map((j, i) => ({
+      ...j,
+      parameters: { ...j.parameters, do_sample: true, temperature: 1.3, top_k: 50, seed: 100 + i },
+    }));
     const alone: Array<{ ids: number[]; logprobs: number[] }> = [];
     for (const job of jobs) alone.push(await tokens(job.inputs, job.parameters));
     const together = await staggered(jobs);
@@ -179,7 +188,10 @@ describe('chunked prefill', () => {
           wait();
         });
         const startedAt = streamed;
-        for await (const _ of chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 2, do_sample: false } }, { signal: controller.signal })) {
+        for await (const _ of chunked.generate(
+          { inputs: longPrompt, parameters: { max_new_tokens: 2, do_sample: false } },
+          { signal: controller.signal },
+        )) {
           if (duringPrefill < 0) duringPrefill = streamed - startedAt;
         }
       })();
@@ -195,7 +207,11 @@ describe('chunked prefill', () => {
       const cancelled = chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 5 } }, { signal: controller.signal });
       await cancelled.accepted;
       setTimeout(() => controller.abort(), 5);
-      await expect((async () => { for await (const _ of cancelled); })()).rejects.toMatchObject({ name: 'AbortError' });
+      await expect(
+        (async () => {
+          for await (const _ of cancelled);
+        })(),
+      ).rejects.toMatchObject({ name: 'AbortError' });
       expect(await endOf(chunked, 'After', { max_new_tokens: 3, do_sample: false })).toMatchObject({ generatedTokens: 3 });
       await expect.poll(() => chunked.stats().batchSize, { timeout: 2000 }).toBe(0);
       expect(chunked.stats().queueSize).toBe(0);

@@ -72,7 +72,6 @@ describe('burst', () => {
   });
 });
 
-
 /** One streaming request of each family, long enough that every abort lands before the end. */
 const STREAMS = [
   { path: '/generate_stream', body: { inputs: 'Storm', parameters: { max_new_tokens: 200 } } },
@@ -133,7 +132,9 @@ describe('abort storm', () => {
 
   it(`${STORM} streams aborted at random points leave no permit, no batch row and no memory behind`, async () => {
     // Warm-up, so that the baseline includes the caches and buffers a busy engine keeps.
-    await Promise.all(STREAMS.flatMap(({ path, body }) => Array.from({ length: 10 }, () => post(server.url + path, body).then((r) => r.text()))));
+    await Promise.all(
+      STREAMS.flatMap(({ path, body }) => Array.from({ length: 10 }, () => post(server.url + path, body).then((r) => r.text()))),
+    );
     const baseline = await liveWorkerMemory(server);
     const droppedBefore = await metricValue(server.url, 'tgi_request_failure{err="dropped"}');
 

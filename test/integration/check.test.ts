@@ -5,7 +5,11 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 describe('streaming-inference check', () => {
   it('describes a GroupQueryAttention export and finds batched tokens equal to solo ones', async () => {
     const lines: string[] = [];
-    const report = await checkModel({ model: await ensureFixtureModel('tiny', { attention: 'gqa', weights: 'q4' }), dtype: 'q4' }, (l) => lines.push(l), 8);
+    const report = await checkModel(
+      { model: await ensureFixtureModel('tiny', { attention: 'gqa', weights: 'q4' }), dtype: 'q4' },
+      (l) => lines.push(l),
+      8,
+    );
     const text = lines.join('\n');
     expect(report.ok).toBe(true);
     expect(report.mismatches).toEqual([null, null, null]);

@@ -119,4 +119,3 @@ describe('handler.close() in a host that keeps listening', () => {
     }
   });
 });
-

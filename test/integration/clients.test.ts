@@ -26,7 +26,8 @@ let chatContent: string;
 beforeAll(async () => {
   engine = await createEngine({ model: await ensureFixtureModel('tiny') });
   server = await startServer({ framework: 'express5', mount: 'prefix' }, { engine });
-  generated = (await postForJson(`${server.url}/generate`, { inputs: PROMPT, parameters: { max_new_tokens: N, do_sample: false } })).json.generated_text;
+  generated = (await postForJson(`${server.url}/generate`, { inputs: PROMPT, parameters: { max_new_tokens: N, do_sample: false } })).json
+    .generated_text;
   const chat = await postForJson(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: N, temperature: 0 });
   chatContent = chat.json.choices[0].message.content;
 });
@@ -49,7 +50,12 @@ describe('openai SDK', () => {
 
   it('chat.completions.create with stream yields the same text, then usage', async () => {
     const stream = await client().chat.completions.create({
-      model: 'tiny', messages: MESSAGES, max_tokens: N, temperature: 0, stream: true, stream_options: { include_usage: true },
+      model: 'tiny',
+      messages: MESSAGES,
+      max_tokens: N,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
     });
     let content = '';
     const chunks = [];
@@ -86,7 +92,9 @@ describe('openai SDK', () => {
   });
 
   it('a 422 surfaces as UnprocessableEntityError naming the parameter', async () => {
-    const error = await client().chat.completions.create({ model: 'tiny', messages: MESSAGES, n: 2 }).catch((e: unknown) => e);
+    const error = await client()
+      .chat.completions.create({ model: 'tiny', messages: MESSAGES, n: 2 })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UnprocessableEntityError);
     expect(error).toMatchObject({ status: 422, param: 'n', code: 'validation', type: 'invalid_request_error' });
   });
@@ -144,7 +152,11 @@ describe('overload through the clients', () => {
     small = await startServer({ framework: 'koa3', mount: 'prefix' }, { engine, maxConcurrentRequests: 1 });
     // Hold the only permit with a long stream that has started.
     holder = new AbortController();
-    const res = await post(`${small.url}/generate_stream`, { inputs: 'Hi', parameters: { max_new_tokens: 2000 } }, { signal: holder.signal });
+    const res = await post(
+      `${small.url}/generate_stream`,
+      { inputs: 'Hi', parameters: { max_new_tokens: 2000 } },
+      { signal: holder.signal },
+    );
     expect(res.status).toBe(200);
     await sseFrames(res.body!).next();
   });
@@ -160,7 +172,9 @@ describe('overload through the clients', () => {
     expect(whole).toBeInstanceOf(RateLimitError);
     expect(whole).toMatchObject({ status: 429, code: 'overloaded', type: 'rate_limit_error', message: '429 Model is overloaded' });
     expect((whole as RateLimitError).headers.get('retry-after')).toBe('1');
-    const streamed = await client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 2, stream: true }).catch((e: unknown) => e);
+    const streamed = await client.completions
+      .create({ model: 'tiny', prompt: PROMPT, max_tokens: 2, stream: true })
+      .catch((e: unknown) => e);
     expect(streamed).toBeInstanceOf(RateLimitError);
   });
 

@@ -20,7 +20,8 @@ const collect = (into: Array<{ error: unknown; context: ErrorContext }>) => (err
   void into.push({ error, context });
 
 /** The worker thread, for fault injection only: nothing outside the engine can reach it. */
-const workerOf = (target: Engine) => (target as unknown as { worker: { terminate(): Promise<number>; postMessage(m: unknown): void } }).worker;
+const workerOf = (target: Engine) =>
+  (target as unknown as { worker: { terminate(): Promise<number>; postMessage(m: unknown): void } }).worker;
 
 async function generate(target: Engine, inputs: string, parameters: GenerateParameters): Promise<number> {
   let tokens = 0;
@@ -38,7 +39,11 @@ async function promptOfLength(length: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS, onError: collect(reports) });
+  engine = await createEngine({
+    model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }),
+    ...ONE_TOKEN_PER_PASS,
+    onError: collect(reports),
+  });
 });
 
 beforeEach(() => {
@@ -53,7 +58,10 @@ describe('engine faults', () => {
   it('fails the batch whose decode step fails, then serves the next request', async () => {
     const prompt = await promptOfLength(10);
     // Two rows in one batch: the pass at total length 24 fails both, after their first tokens streamed.
-    const results = await Promise.allSettled([generate(engine, prompt, { max_new_tokens: 30 }), generate(engine, prompt, { max_new_tokens: 30 })]);
+    const results = await Promise.allSettled([
+      generate(engine, prompt, { max_new_tokens: 30 }),
+      generate(engine, prompt, { max_new_tokens: 30 }),
+    ]);
     for (const result of results) {
       expect(result.status).toBe('rejected');
       expect((result as PromiseRejectedResult).reason).toMatchObject({ errorType: 'generation', status: 424 });
@@ -66,7 +74,10 @@ describe('engine faults', () => {
 
   it('reports the failed pass once to onError, and gives its requests a message without ONNX Runtime internals', async () => {
     const prompt = await promptOfLength(10);
-    const results = await Promise.allSettled([generate(engine, prompt, { max_new_tokens: 30 }), generate(engine, prompt, { max_new_tokens: 30 })]);
+    const results = await Promise.allSettled([
+      generate(engine, prompt, { max_new_tokens: 30 }),
+      generate(engine, prompt, { max_new_tokens: 30 }),
+    ]);
     const errors = results.map((result) => (result as PromiseRejectedResult).reason as GenerationError);
     for (const error of errors) {
       expect(GenerationError.isInstance(error)).toBe(true);
@@ -88,12 +99,15 @@ describe('engine faults', () => {
     const generation = engine.generate({ inputs: prompt, parameters: { max_new_tokens: 3 } });
     await expect(generation.accepted).resolves.toEqual({ inputLength: FAIL_AT });
     await expect(generate(engine, prompt, { max_new_tokens: 3 })).rejects.toMatchObject({ errorType: 'generation' });
-    await expect((async () => { for await (const _ of generation); })()).rejects.toMatchObject({ errorType: 'generation' });
+    await expect(
+      (async () => {
+        for await (const _ of generation);
+      })(),
+    ).rejects.toMatchObject({ errorType: 'generation' });
     // The last pass failed; the probe runs a one-token generation, which succeeds.
     expect(engine.stats().healthy).toBe(false);
     expect(await engine.health()).toBe(true);
   });
-
 });
 
 describe('worker failure', () => {
@@ -106,7 +120,10 @@ describe('worker failure', () => {
       await workerOf(local).terminate();
       await expect(generate(local, 'During the restart', { max_new_tokens: 3 })).rejects.toMatchObject({ errorType: 'unavailable' });
       await expect
-        .poll(async () => generate(local, 'After the restart', { max_new_tokens: 3 }).catch((e: Error) => e.message), { timeout: 20_000, interval: 100 })
+        .poll(async () => generate(local, 'After the restart', { max_new_tokens: 3 }).catch((e: Error) => e.message), {
+          timeout: 20_000,
+          interval: 100,
+        })
         .toBe(3);
       expect(await local.health()).toBe(true);
     } finally {
@@ -139,7 +156,10 @@ describe('unexpected errors and permanent failures', () => {
       // A message the worker cannot read throws outside every guard: the thread dies of it.
       workerOf(local).postMessage(null);
       await expect
-        .poll(async () => generate(local, 'After the crash', { max_new_tokens: 3 }).catch((e: Error) => e.message), { timeout: 20_000, interval: 100 })
+        .poll(async () => generate(local, 'After the crash', { max_new_tokens: 3 }).catch((e: Error) => e.message), {
+          timeout: 20_000,
+          interval: 100,
+        })
         .toBe(3);
       expect(seen).toHaveLength(1);
       expect(seen[0].context).toEqual({ route: null, phase: 'worker' });
@@ -212,9 +232,10 @@ async function expectPermanentFailure(url: string, dir: string): Promise<void> {
     ['/v1/models', undefined, openai],
   ];
   for (const [path, body, expected] of requests) {
-    const res = body === undefined
-      ? await fetch(url + path)
-      : await fetch(url + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const res =
+      body === undefined
+        ? await fetch(url + path)
+        : await fetch(url + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     const text = await res.text();
     expect([path, res.status, res.headers.get('retry-after')]).toEqual([path, 500, null]);
     expect(text).not.toContain(dir);

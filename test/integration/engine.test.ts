@@ -53,7 +53,9 @@ describe('engine.generate', () => {
   it('streams texts that add up to generated_text, whatever bytes the model picks', async () => {
     // Random weights pick byte tokens that split characters, and eos at any point: the hard cases.
     for (let seed = 0; seed < 30; seed++) {
-      const events = await collect(engine.generate({ inputs: 'Bytes', parameters: { max_new_tokens: 40, do_sample: true, temperature: 1.5, seed } }));
+      const events = await collect(
+        engine.generate({ inputs: 'Bytes', parameters: { max_new_tokens: 40, do_sample: true, temperature: 1.5, seed } }),
+      );
       const end = events.at(-1) as EndEvent;
       expect(events.map((e) => (e.token.special ? '' : e.token.text)).join('')).toBe(end.generatedText);
     }

@@ -44,7 +44,8 @@ describe('the entry points of a build', () => {
   it('are all built, for both module systems', async () => {
     expect(Object.keys(exportsMap).sort()).toEqual(['.', './express', './fixture', './koa', './protocol']);
     for (const subpath of Object.keys(exportsMap)) {
-      for (const format of ['esm', 'cjs'] as const) expect(Object.keys(await load(subpath, format)).length, `${subpath} ${format}`).toBeGreaterThan(0);
+      for (const format of ['esm', 'cjs'] as const)
+        expect(Object.keys(await load(subpath, format)).length, `${subpath} ${format}`).toBeGreaterThan(0);
     }
   });
 
@@ -91,10 +92,19 @@ describe('the entry points of a build', () => {
 describe('what each entry exports', () => {
   it('".": the engine, the handler, the errors; no fixture builder, no internals', async () => {
     const names = Object.keys(await load('.', 'esm'));
-    expect(names).toEqual(expect.arrayContaining([
-      'GenerationError', 'InferenceError', 'ModelLoadError', 'OverloadedError', 'TemplateError', 'UnavailableError', 'ValidationError',
-      'createEngine', 'createInferenceHandler',
-    ]));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'GenerationError',
+        'InferenceError',
+        'ModelLoadError',
+        'OverloadedError',
+        'TemplateError',
+        'UnavailableError',
+        'ValidationError',
+        'createEngine',
+        'createInferenceHandler',
+      ]),
+    );
     for (const internal of ['buildFixtureModel', 'ensureFixtureModel', 'createMetrics', 'AdmissionController', 'validateParameters']) {
       expect(names).not.toContain(internal);
     }
@@ -112,8 +122,18 @@ describe('what each entry exports', () => {
     expect(() => protocol.parseTgiGenerateBody({ inputs: 3 })).toThrow(ValidationError);
     expect(protocol.errorResponse(new ValidationError('`n` must be 1', 'n'), 'tgi').status).toBe(422);
     expect(protocol.DONE_FRAME).toBe('data: [DONE]\n\n');
-    for (const name of ['tgiStreamEvent', 'tgiGenerateResponse', 'parseChatRequest', 'ChatChunkEncoder', 'chatCompletionResponse',
-      'parseCompletionRequest', 'CompletionChunkEncoder', 'completionResponse', 'formatSseFrame', 'inStreamErrorFrame']) {
+    for (const name of [
+      'tgiStreamEvent',
+      'tgiGenerateResponse',
+      'parseChatRequest',
+      'ChatChunkEncoder',
+      'chatCompletionResponse',
+      'parseCompletionRequest',
+      'CompletionChunkEncoder',
+      'completionResponse',
+      'formatSseFrame',
+      'inStreamErrorFrame',
+    ]) {
       expect(typeof protocol[name], name).toBe('function');
     }
   });

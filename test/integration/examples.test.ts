@@ -56,7 +56,10 @@ function describeApp(name: string, start: Start, service: string): void {
 
       const stream = await post(`${llm}/generate_stream`, GREEDY, KEY);
       expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
-      const events = (await stream.text()).split('\n').filter((l) => l.startsWith('data:')).map((l) => JSON.parse(l.slice(5)));
+      const events = (await stream.text())
+        .split('\n')
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => JSON.parse(l.slice(5)));
       expect(events).toHaveLength(24);
       expect(events.map((e) => e.token.text).join('')).toBe(text);
       expect(events.at(-1).generated_text).toBe(text);
@@ -114,7 +117,11 @@ describe('examples/express-app.ts without a key', () => {
   });
 
   it("answers a malformed JSON body with the app's JSON 400 (express.json() runs first)", async () => {
-    const res = await fetch(`${app.url}/llm/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"inputs":' });
+    const res = await fetch(`${app.url}/llm/generate`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"inputs":',
+    });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ error_type: 'app' });
   });

@@ -84,7 +84,11 @@ const BAD_BODIES: Record<string, string | Buffer> = {
   'an array': '[{"inputs":"Hi"}]',
   'an empty object': '{}',
   'invalid UTF-8': Buffer.from([0x7b, 0xff, 0xfe, 0x7d]),
-  'invalid UTF-8 in a string': Buffer.concat([Buffer.from('{"inputs":"'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('","parameters":{"max_new_tokens":1}}')]),
+  'invalid UTF-8 in a string': Buffer.concat([
+    Buffer.from('{"inputs":"'),
+    Buffer.from([0xc3, 0x28, 0xff]),
+    Buffer.from('","parameters":{"max_new_tokens":1}}'),
+  ]),
   'objects nested 10 000 deep': '{"a":'.repeat(DEEP) + '1' + '}'.repeat(DEEP),
   'arrays nested 10 000 deep': '['.repeat(DEEP) + ']'.repeat(DEEP),
   'inputs under __proto__': '{"__proto__":{"inputs":"Hi","prompt":"Hi","messages":[{"role":"user","content":"Hi"}]}}',
@@ -92,14 +96,48 @@ const BAD_BODIES: Record<string, string | Buffer> = {
 };
 
 const TGI_PARAMETERS = [
-  'best_of', 'temperature', 'repetition_penalty', 'frequency_penalty', 'top_k', 'top_p', 'typical_p', 'do_sample',
-  'max_new_tokens', 'return_full_text', 'stop', 'truncate', 'watermark', 'details', 'decoder_input_details', 'seed',
-  'top_n_tokens', 'grammar', 'adapter_id',
+  'best_of',
+  'temperature',
+  'repetition_penalty',
+  'frequency_penalty',
+  'top_k',
+  'top_p',
+  'typical_p',
+  'do_sample',
+  'max_new_tokens',
+  'return_full_text',
+  'stop',
+  'truncate',
+  'watermark',
+  'details',
+  'decoder_input_details',
+  'seed',
+  'top_n_tokens',
+  'grammar',
+  'adapter_id',
 ];
 const OPENAI_SHARED = [
-  'model', 'n', 'presence_penalty', 'logit_bias', 'temperature', 'top_p', 'do_sample', 'top_k', 'typical_p',
-  'max_completion_tokens', 'max_tokens', 'stop', 'stop.0', 'seed', 'frequency_penalty', 'repetition_penalty', 'truncate',
-  'watermark', 'stream', 'stream_options', 'stream_options.include_usage',
+  'model',
+  'n',
+  'presence_penalty',
+  'logit_bias',
+  'temperature',
+  'top_p',
+  'do_sample',
+  'top_k',
+  'typical_p',
+  'max_completion_tokens',
+  'max_tokens',
+  'stop',
+  'stop.0',
+  'seed',
+  'frequency_penalty',
+  'repetition_penalty',
+  'truncate',
+  'watermark',
+  'stream',
+  'stream_options',
+  'stream_options.include_usage',
 ];
 
 type Kind = 'object' | 'array' | 'boolean' | 'integer' | 'number' | 'string' | 'never';
@@ -110,22 +148,64 @@ type Kind = 'object' | 'array' | 'boolean' | 'integer' | 'number' | 'string' | '
  * "unset" everywhere, so it is always allowed.
  */
 const KINDS: Record<string, Kind> = {
-  inputs: 'string', parameters: 'object', stream: 'boolean', 'parameters.stop.0': 'string',
-  'parameters.best_of': 'integer', 'parameters.temperature': 'number', 'parameters.repetition_penalty': 'number',
-  'parameters.frequency_penalty': 'number', 'parameters.top_k': 'integer', 'parameters.top_p': 'number',
-  'parameters.typical_p': 'number', 'parameters.do_sample': 'boolean', 'parameters.max_new_tokens': 'integer',
-  'parameters.return_full_text': 'boolean', 'parameters.truncate': 'integer', 'parameters.watermark': 'boolean',
-  'parameters.details': 'boolean', 'parameters.decoder_input_details': 'boolean', 'parameters.seed': 'integer',
-  'parameters.top_n_tokens': 'integer', 'parameters.grammar': 'object', 'parameters.adapter_id': 'string',
-  model: 'string', n: 'integer', presence_penalty: 'number', logit_bias: 'object', temperature: 'number', top_p: 'number',
-  do_sample: 'boolean', top_k: 'integer', typical_p: 'number', max_completion_tokens: 'integer', max_tokens: 'integer',
-  'stop.0': 'string', seed: 'integer', frequency_penalty: 'number', repetition_penalty: 'number', truncate: 'integer',
-  watermark: 'boolean', stream_options: 'object', 'stream_options.include_usage': 'boolean',
-  messages: 'array', 'messages.0': 'object', 'messages.0.role': 'string', 'messages.0.name': 'string',
-  'messages.0.tool_call_id': 'string', 'messages.0.tool_calls': 'array', tools: 'array', 'tools.0': 'object',
-  response_format: 'object', 'response_format.type': 'string', chat_template_kwargs: 'object',
-  'chat_template_kwargs.messages': 'never', 'chat_template_kwargs.add_generation_prompt': 'never',
-  suffix: 'never', echo: 'boolean', return_full_text: 'boolean', best_of: 'integer',
+  inputs: 'string',
+  parameters: 'object',
+  stream: 'boolean',
+  'parameters.stop.0': 'string',
+  'parameters.best_of': 'integer',
+  'parameters.temperature': 'number',
+  'parameters.repetition_penalty': 'number',
+  'parameters.frequency_penalty': 'number',
+  'parameters.top_k': 'integer',
+  'parameters.top_p': 'number',
+  'parameters.typical_p': 'number',
+  'parameters.do_sample': 'boolean',
+  'parameters.max_new_tokens': 'integer',
+  'parameters.return_full_text': 'boolean',
+  'parameters.truncate': 'integer',
+  'parameters.watermark': 'boolean',
+  'parameters.details': 'boolean',
+  'parameters.decoder_input_details': 'boolean',
+  'parameters.seed': 'integer',
+  'parameters.top_n_tokens': 'integer',
+  'parameters.grammar': 'object',
+  'parameters.adapter_id': 'string',
+  model: 'string',
+  n: 'integer',
+  presence_penalty: 'number',
+  logit_bias: 'object',
+  temperature: 'number',
+  top_p: 'number',
+  do_sample: 'boolean',
+  top_k: 'integer',
+  typical_p: 'number',
+  max_completion_tokens: 'integer',
+  max_tokens: 'integer',
+  'stop.0': 'string',
+  seed: 'integer',
+  frequency_penalty: 'number',
+  repetition_penalty: 'number',
+  truncate: 'integer',
+  watermark: 'boolean',
+  stream_options: 'object',
+  'stream_options.include_usage': 'boolean',
+  messages: 'array',
+  'messages.0': 'object',
+  'messages.0.role': 'string',
+  'messages.0.name': 'string',
+  'messages.0.tool_call_id': 'string',
+  'messages.0.tool_calls': 'array',
+  tools: 'array',
+  'tools.0': 'object',
+  response_format: 'object',
+  'response_format.type': 'string',
+  chat_template_kwargs: 'object',
+  'chat_template_kwargs.messages': 'never',
+  'chat_template_kwargs.add_generation_prompt': 'never',
+  suffix: 'never',
+  echo: 'boolean',
+  return_full_text: 'boolean',
+  best_of: 'integer',
 };
 /** Fields whose JSON type differs by route. */
 const ROUTE_KINDS: Record<string, Record<string, Kind>> = {
@@ -191,10 +271,25 @@ const ROUTES: Route[] = [
     family: 'openai',
     base: (long) => ({ messages: [{ role: 'user', content: long ? longChat : 'Hi' }], max_tokens: 1 }),
     fields: [
-      'messages', 'messages.0', 'messages.0.role', 'messages.0.content', 'messages.0.name', 'tools', 'tools.0', 'tool_choice',
-      'response_format', 'response_format.type', 'logprobs', 'top_logprobs', 'messages.0.tool_call_id', 'messages.0.tool_calls',
-      'chat_template_kwargs', 'chat_template_kwargs.messages', 'chat_template_kwargs.add_generation_prompt',
-      'chat_template_kwargs.enable_thinking', ...OPENAI_SHARED,
+      'messages',
+      'messages.0',
+      'messages.0.role',
+      'messages.0.content',
+      'messages.0.name',
+      'tools',
+      'tools.0',
+      'tool_choice',
+      'response_format',
+      'response_format.type',
+      'logprobs',
+      'top_logprobs',
+      'messages.0.tool_call_id',
+      'messages.0.tool_calls',
+      'chat_template_kwargs',
+      'chat_template_kwargs.messages',
+      'chat_template_kwargs.add_generation_prompt',
+      'chat_template_kwargs.enable_thinking',
+      ...OPENAI_SHARED,
     ],
     unbounded: ['max_tokens'],
   },
@@ -236,8 +331,18 @@ function fieldCases(): Case[] {
 
 function bodyCases(): Case[] {
   return ROUTES.flatMap((route) => [
-    ...Object.entries(BAD_BODIES).map(([label, body]) => ({ name: `${route.path} body: ${label}`, path: route.path, family: route.family, body })),
-    { name: `${route.path} JSON body of 3 MB`, path: route.path, family: route.family, body: JSON.stringify({ ...route.base(false), pad: 'x'.repeat(THREE_MB) }) },
+    ...Object.entries(BAD_BODIES).map(([label, body]) => ({
+      name: `${route.path} body: ${label}`,
+      path: route.path,
+      family: route.family,
+      body,
+    })),
+    {
+      name: `${route.path} JSON body of 3 MB`,
+      path: route.path,
+      family: route.family,
+      body: JSON.stringify({ ...route.base(false), pad: 'x'.repeat(THREE_MB) }),
+    },
     { name: `${route.path} garbage body of 3 MB`, path: route.path, family: route.family, body: Buffer.alloc(THREE_MB, 0xff) },
     {
       name: `${route.path} chunked body of 3 MB (no Content-Length)`,
@@ -250,7 +355,14 @@ function bodyCases(): Case[] {
 
 /** The same valid body under every content type, or none: all parsed as JSON. */
 function contentTypeCases(): Case[] {
-  const types = [undefined, 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1', 'image/png'];
+  const types = [
+    undefined,
+    'text/plain',
+    'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x',
+    'application/json; charset=latin1',
+    'image/png',
+  ];
   return ROUTES.flatMap((route) =>
     types.map((type) => ({
       name: `${route.path} with content type ${type ?? '(none)'}`,
@@ -265,7 +377,12 @@ function contentTypeCases(): Case[] {
 
 function methodCases(): Case[] {
   const post = ROUTES.flatMap((route) =>
-    ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'].map((method) => ({ name: `${method} ${route.path}`, path: route.path, family: route.family, method })),
+    ['GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'].map((method) => ({
+      name: `${method} ${route.path}`,
+      path: route.path,
+      family: route.family,
+      method,
+    })),
   );
   const get = (['/info', '/health', '/metrics', '/v1/models'] as const).map((path) => ({
     name: `POST ${path}`,
@@ -342,7 +459,10 @@ function expectErrorShape(family: Family, json: any): void {
 /** A 200 to a request that was valid by accident must still be a whole, proper answer. */
 function expectSuccess(c: Case, o: Outcome): void {
   if (o.contentType?.startsWith('text/event-stream')) {
-    const frames = o.text.split('\n\n').filter(Boolean).map((f) => f + '\n\n');
+    const frames = o.text
+      .split('\n\n')
+      .filter(Boolean)
+      .map((f) => f + '\n\n');
     if (c.family === 'tgi') {
       expect(frames.every((f) => !('error' in frameJson(f)))).toBe(true);
       expect(typeof frameJson(frames.at(-1)!).generated_text).toBe('string');
@@ -372,7 +492,8 @@ function check(c: Case, o: Outcome): void {
 
 async function promptOfLength(tokens: number, chat: boolean): Promise<string> {
   const length = async (text: string) =>
-    (await engine.tokenize(chat ? await engine.applyChatTemplate([{ role: 'user', content: text }], { addGenerationPrompt: true }) : text)).length;
+    (await engine.tokenize(chat ? await engine.applyChatTemplate([{ role: 'user', content: text }], { addGenerationPrompt: true }) : text))
+      .length;
   // ' a' is one token of the fixture's BPE, so each repetition adds exactly one.
   let repeats = tokens - (await length('a'));
   while ((await length('a' + ' a'.repeat(repeats))) > tokens) repeats -= 1;
@@ -433,14 +554,20 @@ describe('hostile input', () => {
 
   it('survives uploads that stop half way', async () => {
     await Promise.all(
-      Array.from({ length: 20 }, (_, i) => new Promise<void>((resolve) => {
-        const socket = connect(Number(new URL(server.url).port), '127.0.0.1', () => {
-          socket.write(`POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inputs":"Hi`);
-          setTimeout(() => socket.destroy(), 5 + i);
-        });
-        socket.on('close', () => resolve());
-        socket.on('error', () => {});
-      })),
+      Array.from(
+        { length: 20 },
+        (_, i) =>
+          new Promise<void>((resolve) => {
+            const socket = connect(Number(new URL(server.url).port), '127.0.0.1', () => {
+              socket.write(
+                `POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inputs":"Hi`,
+              );
+              setTimeout(() => socket.destroy(), 5 + i);
+            });
+            socket.on('close', () => resolve());
+            socket.on('error', () => {});
+          }),
+      ),
     );
   });
 
@@ -454,7 +581,11 @@ describe('hostile input', () => {
     const frames = await readSse(res);
     expect(frames).toHaveLength(5);
     expect(typeof frameJson(frames[4]).generated_text).toBe('string');
-    expect(await eventually(async () => ((await (await fetch(`${server.url}/info`)).json()) as { in_flight_requests: number }).in_flight_requests === 0)).toBe(true);
+    expect(
+      await eventually(
+        async () => ((await (await fetch(`${server.url}/info`)).json()) as { in_flight_requests: number }).in_flight_requests === 0,
+      ),
+    ).toBe(true);
     expect(server.handler.admission.inFlight).toBe(0);
     expect(await eventually(() => engine.stats().batchSize === 0 && engine.stats().queueSize === 0)).toBe(true);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();

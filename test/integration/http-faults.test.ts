@@ -49,7 +49,7 @@ const tgiBody = () => ({ inputs: prompt, parameters: { max_new_tokens: 30, do_sa
 const completionBody = (stream: boolean) => ({ prompt, max_tokens: 30, temperature: 0, stream });
 
 describe('a forward pass that fails', () => {
-  it('/generate: 424 with TGI\'s generation error; /health probes back to 200; the next request succeeds', async () => {
+  it("/generate: 424 with TGI's generation error; /health probes back to 200; the next request succeeds", async () => {
     const failuresBefore = await metricValue(server.url, 'tgi_request_failure{err="generation"}');
     const res = await post(`${server.url}/generate`, tgiBody());
     expect(res.status).toBe(424);
@@ -71,7 +71,7 @@ describe('a forward pass that fails', () => {
     expect(await inFlight()).toBe(0);
   });
 
-  it('/generate_stream: the tokens before the failure, then TGI\'s error event, and the stream ends', async () => {
+  it("/generate_stream: the tokens before the failure, then TGI's error event, and the stream ends", async () => {
     const res = await post(`${server.url}/generate_stream`, tgiBody());
     expect(res.status).toBe(200);
     const frames = await readSse(res);
@@ -147,4 +147,3 @@ describe('a worker that dies', () => {
     }
   });
 });
-

@@ -50,7 +50,10 @@ beforeEach(async () => {
 afterEach(() => rm(cacheDir, { recursive: true, force: true }));
 
 function load(model: string, options: ResolveOptions = {}, settings: Partial<HubSettings> = {}) {
-  return resolveHubModel(parseHubId(model)!, { ...options, settings: { endpoint: hub.url, cacheDir, token: undefined, offline: false, ...settings } });
+  return resolveHubModel(parseHubId(model)!, {
+    ...options,
+    settings: { endpoint: hub.url, cacheDir, token: undefined, offline: false, ...settings },
+  });
 }
 
 /** The repository paths whose bytes were requested, each once. */
@@ -67,7 +70,10 @@ async function snapshotFiles(dir: string): Promise<string[]> {
 }
 
 async function failure(promise: Promise<unknown>): Promise<ModelLoadError> {
-  const error = await promise.then(() => null, (e: unknown) => e);
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(error).toBeInstanceOf(ModelLoadError);
   return error as ModelLoadError;
 }
@@ -101,7 +107,9 @@ describe('a model by Hub id', () => {
     expect(hub.requests).toEqual([]);
 
     const fp16 = await failure(load(REPO, { dtype: 'fp16' }, { offline: true }));
-    expect(fp16.message).toMatch(/^HF_HUB_OFFLINE=1, and the cached snapshot of acme\/tiny@main does not have it: .*onnx\/model_fp16\.onnx not found \(dtype "fp16".*dtypes present: q4 \(onnx\/model_q4\.onnx\)/);
+    expect(fp16.message).toMatch(
+      /^HF_HUB_OFFLINE=1, and the cached snapshot of acme\/tiny@main does not have it: .*onnx\/model_fp16\.onnx not found \(dtype "fp16".*dtypes present: q4 \(onnx\/model_q4\.onnx\)/,
+    );
     const never = await failure(load('acme/tiny-external', {}, { offline: true }));
     expect(never.message).toBe(
       `HF_HUB_OFFLINE=1, and acme/tiny-external@main is not in the Hugging Face cache ${cacheDir}. ` +
@@ -119,7 +127,9 @@ describe('a model by Hub id', () => {
     const unreachable = { endpoint: `http://127.0.0.1:${port}` };
     expect(await load(REPO, { dtype: 'q4' }, unreachable)).toEqual(online);
     const error = await failure(load('acme/gated', {}, unreachable));
-    expect(error.message).toMatch(/^acme\/gated@main: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\), and acme\/gated@main is not in the Hugging Face cache/);
+    expect(error.message).toMatch(
+      /^acme\/gated@main: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\), and acme\/gated@main is not in the Hugging Face cache/,
+    );
   });
 
   it('finds a cache written by Python huggingface_hub (blobs, relative symlinks, refs/main) and downloads nothing', async () => {
@@ -154,7 +164,12 @@ describe('a model by Hub id', () => {
   it('fetches the external data file beside the graph', async () => {
     const { dir } = await load('acme/tiny-external');
     expect(await snapshotFiles(dir)).toEqual([
-      'config.json', 'generation_config.json', 'onnx/model.onnx', 'onnx/model.onnx_data', 'tokenizer.json', 'tokenizer_config.json',
+      'config.json',
+      'generation_config.json',
+      'onnx/model.onnx',
+      'onnx/model.onnx_data',
+      'tokenizer.json',
+      'tokenizer_config.json',
     ]);
   });
 });
@@ -179,8 +194,12 @@ describe('bad input', () => {
 
   it('a gated repository: 401 without a token names the file and HF_TOKEN; the token is sent when set', async () => {
     const error = await failure(load('acme/gated'));
-    expect(error.message).toMatch(/^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted/);
-    expect(error.message).toContain(`set HF_TOKEN to a token with access (for a gated model, accept its conditions at ${hub.url}/acme/gated first)`);
+    expect(error.message).toMatch(
+      /^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted/,
+    );
+    expect(error.message).toContain(
+      `set HF_TOKEN to a token with access (for a gated model, accept its conditions at ${hub.url}/acme/gated first)`,
+    );
     const { dir } = await load('acme/gated', {}, { token: GRANTED_TOKEN });
     expect(await snapshotFiles(dir)).toContain('onnx/model.onnx');
   });
@@ -243,7 +262,9 @@ describe('the engine', () => {
     release();
     expect(health.status).toBe(503);
     expect(info.status).toBe(503);
-    expect(JSON.parse(info.body).error).toMatch(/^Model is loading: Downloading acme\/tiny: \d+% of \d+\.\d kB, .* \(onnx\/model_q4\.onnx\)$/);
+    expect(JSON.parse(info.body).error).toMatch(
+      /^Model is loading: Downloading acme\/tiny: \d+% of \d+\.\d kB, .* \(onnx\/model_q4\.onnx\)$/,
+    );
 
     const byId = await handler.ready();
     const byDir = await createEngine({ model: await ensureFixtureModel('tiny') });

@@ -36,22 +36,23 @@ class Model {
   /** Runs rows of equal length `ids` over `past` (null: empty) with a 0/1 `mask` per row over past + new. */
   async run(ids: number[][], mask: number[][], past: ort.Tensor[] | null): Promise<Step> {
     const [batch, seq, total] = [ids.length, ids[0].length, mask[0].length];
-    const int64 = (rows: number[][], dims: number[]) =>
-      new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), dims);
+    const int64 = (rows: number[][], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), dims);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: int64(ids, [batch, seq]),
       attention_mask: int64(mask, [batch, total]),
     };
     if (this.session.inputNames.includes('position_ids')) {
-      feeds.position_ids = int64(mask.map((row) => positionsOf(row).slice(total - seq)), [batch, seq]);
+      feeds.position_ids = int64(
+        mask.map((row) => positionsOf(row).slice(total - seq)),
+        [batch, seq],
+      );
     }
     const empty = this.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0);
     for (let i = 0; i < 2 * layers; i++) {
       feeds[pastName(i)] = past?.[i] ?? new ort.Tensor(this.kvType, empty, [batch, kvHeads, 0, headDim]);
     }
     const out = await this.session.run(feeds);
-    const data =
-      out.logits.type === 'float16' ? halfToFloat(out.logits.data as Uint16Array) : (out.logits.data as Float32Array);
+    const data = out.logits.type === 'float16' ? halfToFloat(out.logits.data as Uint16Array) : (out.logits.data as Float32Array);
     const logits = ids.map((_, b) => data.slice((b * seq + seq - 1) * vocab, (b * seq + seq) * vocab));
     const present = Array.from({ length: 2 * layers }, (_, i) => out[presentName(i)]);
     return { logits, present };
@@ -95,11 +96,7 @@ function argmax(values: Float32Array): number {
 const ones = (n: number) => new Array<number>(n).fill(1);
 
 /** Greedy decoding of one sequence with the cache: the last-position logits of the prompt and of each step. */
-async function cachedGreedy(
-  model: Model,
-  prompt: number[],
-  steps: number,
-): Promise<{ ids: number[]; logits: Float32Array[] }> {
+async function cachedGreedy(model: Model, prompt: number[], steps: number): Promise<{ ids: number[]; logits: Float32Array[] }> {
   const ids = [...prompt];
   let step = await model.run([prompt], [ones(prompt.length)], null);
   const logits = [step.logits[0]];
@@ -112,12 +109,7 @@ async function cachedGreedy(
 }
 
 /** Prefill of two left-padded prompts, then `steps` decode steps feeding each row its solo greedy tokens. */
-async function paddedBatch(
-  model: Model,
-  prompts: number[][],
-  next: number[][],
-  steps: number,
-): Promise<Float32Array[][]> {
+async function paddedBatch(model: Model, prompts: number[][], next: number[][], steps: number): Promise<Float32Array[][]> {
   const width = Math.max(...prompts.map((p) => p.length));
   const mask = prompts.map((p) => [...new Array<number>(width - p.length).fill(0), ...ones(p.length)]);
   const padded = prompts.map((p) => [...new Array<number>(width - p.length).fill(0), ...p]);
@@ -125,7 +117,11 @@ async function paddedBatch(
   const perStep = [step.logits];
   for (let s = 0; s < steps; s++) {
     mask.forEach((row) => row.push(1));
-    step = await model.run(next.map((tokens) => [tokens[s]]), mask, step.present);
+    step = await model.run(
+      next.map((tokens) => [tokens[s]]),
+      mask,
+      step.present,
+    );
     perStep.push(step.logits);
   }
   return perStep;

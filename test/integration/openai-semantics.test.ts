@@ -34,7 +34,13 @@ const client = (server: RunningServer) => new OpenAI({ baseURL: `${server.url}/v
 async function greedyPieces(server: RunningServer, route: 'chat' | 'completions'): Promise<string[]> {
   const pieces: string[] = [];
   if (route === 'chat') {
-    const stream = await client(server).chat.completions.create({ model: 'tiny', messages: MESSAGES, max_tokens: N, temperature: 0, stream: true });
+    const stream = await client(server).chat.completions.create({
+      model: 'tiny',
+      messages: MESSAGES,
+      max_tokens: N,
+      temperature: 0,
+      stream: true,
+    });
     for await (const chunk of stream) pieces.push(chunk.choices[0]?.delta.content ?? '');
   } else {
     const stream = await client(server).completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: N, temperature: 0, stream: true });
@@ -52,7 +58,11 @@ function spanningStop(pieces: string[]): { stop: string; before: string; full: s
   let sent = '';
   for (let i = 0; i + 1 < pieces.length; i++) {
     sent += pieces[i];
-    for (const [tail, head] of [[2, 2], [2, 1], [1, 2]]) {
+    for (const [tail, head] of [
+      [2, 2],
+      [2, 1],
+      [1, 2],
+    ]) {
       const stop = pieces[i].slice(-tail) + pieces[i + 1].slice(0, head);
       if (stop.length === tail + head && /^[\x20-\x7e]+$/.test(stop) && full.indexOf(stop) === sent.length - tail) {
         return { stop, before: full.slice(0, sent.length - tail), full };
@@ -95,7 +105,13 @@ afterAll(async () => {
 describe('stop strings on the OpenAI routes (openai SDK)', () => {
   it('chat: the whole content ends before the stop string, finish_reason stop', async () => {
     const { stop, before } = spanningStop(await greedyPieces(servers.tiny, 'chat'));
-    const completion = await client(servers.tiny).chat.completions.create({ model: 'tiny', messages: MESSAGES, max_tokens: N, temperature: 0, stop });
+    const completion = await client(servers.tiny).chat.completions.create({
+      model: 'tiny',
+      messages: MESSAGES,
+      max_tokens: N,
+      temperature: 0,
+      stop,
+    });
     expect(completion.choices[0].message.content).toBe(before);
     expect(completion.choices[0].finish_reason).toBe('stop');
   });
@@ -103,7 +119,12 @@ describe('stop strings on the OpenAI routes (openai SDK)', () => {
   it('chat stream: the deltas add up to the same content and never hold a part of the stop string', async () => {
     const { stop, before } = spanningStop(await greedyPieces(servers.tiny, 'chat'));
     const stream = await client(servers.tiny).chat.completions.create({
-      model: 'tiny', messages: MESSAGES, max_tokens: N, temperature: 0, stop: [stop], stream: true,
+      model: 'tiny',
+      messages: MESSAGES,
+      max_tokens: N,
+      temperature: 0,
+      stop: [stop],
+      stream: true,
     });
     let content = '';
     let finish: string | null = null;
@@ -120,7 +141,12 @@ describe('stop strings on the OpenAI routes (openai SDK)', () => {
   it('chat stream: text held back for a stop string that never completes is sent in the end', async () => {
     const { stop, full } = spanningStop(await greedyPieces(servers.tiny, 'chat'));
     const stream = await client(servers.tiny).chat.completions.create({
-      model: 'tiny', messages: MESSAGES, max_tokens: N, temperature: 0, stop: [stop.slice(0, 3) + '\u0007'], stream: true,
+      model: 'tiny',
+      messages: MESSAGES,
+      max_tokens: N,
+      temperature: 0,
+      stop: [stop.slice(0, 3) + '\u0007'],
+      stream: true,
     });
     let content = '';
     for await (const chunk of stream) content += chunk.choices[0]?.delta.content ?? '';
@@ -129,9 +155,22 @@ describe('stop strings on the OpenAI routes (openai SDK)', () => {
 
   it('completions, whole and streamed: the text ends before the stop string', async () => {
     const { stop, before } = spanningStop(await greedyPieces(servers.tiny, 'completions'));
-    const completion = await client(servers.tiny).completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: N, temperature: 0, stop });
+    const completion = await client(servers.tiny).completions.create({
+      model: 'tiny',
+      prompt: PROMPT,
+      max_tokens: N,
+      temperature: 0,
+      stop,
+    });
     expect(completion.choices[0]).toMatchObject({ text: before, finish_reason: 'stop' });
-    const stream = await client(servers.tiny).completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: N, temperature: 0, stop, stream: true });
+    const stream = await client(servers.tiny).completions.create({
+      model: 'tiny',
+      prompt: PROMPT,
+      max_tokens: N,
+      temperature: 0,
+      stop,
+      stream: true,
+    });
     let text = '';
     for await (const chunk of stream) {
       text += chunk.choices[0]?.text ?? '';
@@ -143,7 +182,8 @@ describe('stop strings on the OpenAI routes (openai SDK)', () => {
   it('TGI routes keep the stop string, as TGI does', async () => {
     const { stop, before } = spanningStop(await greedyPieces(servers.tiny, 'completions'));
     const { json } = await postForJson(`${servers.tiny.url}/generate`, {
-      inputs: PROMPT, parameters: { max_new_tokens: N, do_sample: false, stop: [stop], details: true },
+      inputs: PROMPT,
+      parameters: { max_new_tokens: N, do_sample: false, stop: [stop], details: true },
     });
     expect(json.generated_text.startsWith(before + stop)).toBe(true);
     expect(json.details.finish_reason).toBe('stop_sequence');
@@ -182,9 +222,16 @@ describe("the model's generation_config.json on the OpenAI routes", () => {
   });
 
   it('TGI routes keep TGI semantics: the config does not change a sampled /generate', async () => {
-    const { json: greedy } = await postForJson(`${servers.tuned.url}/generate`, { inputs: PROMPT, parameters: { max_new_tokens: 8, do_sample: false } });
+    const { json: greedy } = await postForJson(`${servers.tuned.url}/generate`, {
+      inputs: PROMPT,
+      parameters: { max_new_tokens: 8, do_sample: false },
+    });
     const sampled = await Promise.all(
-      SEEDS.map(async (seed) => (await postForJson(`${servers.tuned.url}/generate`, { inputs: PROMPT, parameters: { max_new_tokens: 8, do_sample: true, seed } })).json.generated_text),
+      SEEDS.map(
+        async (seed) =>
+          (await postForJson(`${servers.tuned.url}/generate`, { inputs: PROMPT, parameters: { max_new_tokens: 8, do_sample: true, seed } }))
+            .json.generated_text,
+      ),
     );
     expect(sampled.some((text) => text !== greedy.generated_text)).toBe(true);
   });
@@ -192,7 +239,10 @@ describe("the model's generation_config.json on the OpenAI routes", () => {
 
 describe("TGI's POST / keeps TGI's defaults", () => {
   it('without parameters it samples (TGI fills in do_sample: true) and returns the prompt with the text', async () => {
-    const { json: greedy } = await postForJson(`${servers.tiny.url}/`, { inputs: PROMPT, parameters: { max_new_tokens: 8, do_sample: false } });
+    const { json: greedy } = await postForJson(`${servers.tiny.url}/`, {
+      inputs: PROMPT,
+      parameters: { max_new_tokens: 8, do_sample: false },
+    });
     expect(greedy[0].generated_text.startsWith(PROMPT)).toBe(true);
     const texts = await Promise.all(
       [1, 2].map(async () => (await postForJson(`${servers.tiny.url}/`, { inputs: PROMPT })).json[0].generated_text as string),
@@ -220,7 +270,10 @@ describe('chat_template_kwargs', () => {
     async (key) => {
       const res = await post(`${servers.tuned.url}/v1/chat/completions`, { messages: MESSAGES, chat_template_kwargs: { [key]: [] } });
       expect(res.status).toBe(422);
-      expect(((await res.json()) as { error: unknown }).error).toMatchObject({ type: 'invalid_request_error', param: `chat_template_kwargs.${key}` });
+      expect(((await res.json()) as { error: unknown }).error).toMatchObject({
+        type: 'invalid_request_error',
+        param: `chat_template_kwargs.${key}`,
+      });
     },
   );
 
@@ -246,7 +299,10 @@ describe('/tokenize validates parameters as /generate does', () => {
   });
 
   it('tokenizes with valid parameters; truncate keeps the last tokens with their offsets', async () => {
-    const { json: all } = await postForJson(`${servers.tiny.url}/tokenize`, { inputs: 'Hello big world', parameters: { max_new_tokens: 1 } });
+    const { json: all } = await postForJson(`${servers.tiny.url}/tokenize`, {
+      inputs: 'Hello big world',
+      parameters: { max_new_tokens: 1 },
+    });
     expect(all.length).toBeGreaterThan(2);
     const { json: last } = await postForJson(`${servers.tiny.url}/tokenize`, { inputs: 'Hello big world', parameters: { truncate: 2 } });
     expect(last).toEqual(all.slice(-2));

@@ -59,7 +59,7 @@ describe.each([
     await Promise.all([cached?.close(), plain?.close()]);
   });
 
-  it('reuses a chat\'s earlier turn and gives the tokens computed without the cache', async () => {
+  it("reuses a chat's earlier turn and gives the tokens computed without the cache", async () => {
     expect(cached.info.attention.layout).toBe(layout);
     expect(cached.info.prefixCacheBytes).toBeGreaterThan(0);
     expect(plain.info.prefixCacheBytes).toBe(0);

@@ -28,7 +28,9 @@ afterAll(async () => {
 });
 
 /** A router mounted in Express over the three upstreams, once it sees all three up. */
-async function startRouter(options: Partial<RemoteEngineOptions> = {}): Promise<{ engine: RemoteEngine; server: RunningServer; close(): Promise<void> }> {
+async function startRouter(
+  options: Partial<RemoteEngineOptions> = {},
+): Promise<{ engine: RemoteEngine; server: RunningServer; close(): Promise<void> }> {
   const registry = new Registry();
   const engine = await createRemoteEngine({ upstreams: upstreams.map((u) => u.url), metrics: { registry }, ...options });
   await eventually(() => engine.status().every((u) => u.up), 5000);
@@ -95,13 +97,17 @@ describe('balancing three upstreams', () => {
 
   it("keeps to each upstream's own cap: the fleet's total in flight without a 429, then an immediate 429", async () => {
     // The same three, restarted with their own limits, which the router discovers when they come back.
-    await Promise.all(upstreams.map((u, i) => u.restart(['--model', model, '--threads', '1', '--max-concurrent-requests', String(CAPS[i])])));
+    await Promise.all(
+      upstreams.map((u, i) => u.restart(['--model', model, '--threads', '1', '--max-concurrent-requests', String(CAPS[i])])),
+    );
     router = await startRouter();
     expect(router.engine.status().map((u) => u.capacity)).toEqual(CAPS);
     const total = CAPS.reduce((a, b) => a + b);
     // Whole answers, so that this process relays the tokens without also streaming them out.
     const parameters = { max_new_tokens: 300, do_sample: false, details: true };
-    const running = Array.from({ length: total }, () => postForJson(`${router.server.url}/generate`, { inputs: 'Once upon a time', parameters }));
+    const running = Array.from({ length: total }, () =>
+      postForJson(`${router.server.url}/generate`, { inputs: 'Once upon a time', parameters }),
+    );
     expect(await eventually(() => router.engine.status().reduce((n, u) => n + u.inFlight, 0) === total, 5000)).toBe(true);
     // Filled exactly to each cap: the small one got its two and no more.
     expect(router.engine.status().map((u) => u.inFlight)).toEqual(CAPS);

@@ -53,7 +53,10 @@ describe('golden streams through Express over createRemoteEngine', () => {
 describe('the router itself', () => {
   it('shares the work between both upstreams and reports them in the same /metrics', async () => {
     const served = await Promise.all(upstreams.map((u) => metricValue(u.url, 'tgi_request_success')));
-    expect(served.every((n) => n > 0), `requests each upstream served: ${served}`).toBe(true);
+    expect(
+      served.every((n) => n > 0),
+      `requests each upstream served: ${served}`,
+    ).toBe(true);
     for (const base of [router.url, server.url]) {
       for (const u of upstreams) {
         expect(await metricValue(base, `streaming_inference_upstream_up{upstream="${u.url}"}`)).toBe(1);

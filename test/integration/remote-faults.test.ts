@@ -39,7 +39,13 @@ interface Router {
 
 async function startRouter(urls: string[], options: Partial<RemoteEngineOptions> = {}): Promise<Router> {
   const registry = new Registry();
-  const engine = await createRemoteEngine({ upstreams: urls, probeIntervalMs: PROBE_MS, loadIntervalMs: 100, metrics: { registry }, ...options });
+  const engine = await createRemoteEngine({
+    upstreams: urls,
+    probeIntervalMs: PROBE_MS,
+    loadIntervalMs: 100,
+    metrics: { registry },
+    ...options,
+  });
   // Ready when every real upstream is: on a busy machine a first probe may be late, and is retried.
   const real = new Set(upstreams.map((u) => u.url));
   await eventually(() => engine.status().every((u) => u.up || !real.has(u.url)), 5000);
@@ -47,7 +53,8 @@ async function startRouter(urls: string[], options: Partial<RemoteEngineOptions>
   return { engine, server, url: server.url, close: async () => (await server.close(), await engine.close()) };
 }
 
-const upstreamInFlight = (list: ServeProcess[]) => Promise.all(list.map((u) => metricValue(u.url, 'streaming_inference_in_flight_requests')));
+const upstreamInFlight = (list: ServeProcess[]) =>
+  Promise.all(list.map((u) => metricValue(u.url, 'streaming_inference_in_flight_requests')));
 
 /** Nothing in flight at the mount, in the router, and in every live upstream by its own count. */
 async function expectIdle(router: Router, live: ServeProcess[] = upstreams): Promise<void> {
@@ -98,10 +105,14 @@ describe('an upstream killed mid-run (SIGKILL)', () => {
     expect(cut).toHaveLength(victim.streaming);
     for (const r of cut) {
       expect(r.status).toBe(200);
-      expect(r.events.at(-1)).toEqual({ error: 'Request failed during generation: the upstream server closed the connection', error_type: 'generation' });
+      expect(r.events.at(-1)).toEqual({
+        error: 'Request failed during generation: the upstream server closed the connection',
+        error_type: 'generation',
+      });
       expect(r.events.slice(0, -1).every((e) => e.error === undefined && e.generated_text === null)).toBe(true);
     }
-    for (const r of results.filter((r) => !cut.includes(r))) expect(r.events.map((e) => e.index)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    for (const r of results.filter((r) => !cut.includes(r)))
+      expect(r.events.map((e) => e.index)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
     for (const r of await Promise.all(late.map((s) => s.done))) {
       expect(r.status).toBe(200);
       expect(r.events).toHaveLength(20);
@@ -167,7 +178,11 @@ describe('clients that leave', () => {
       ['/v1/completions', { prompt: 'Once', max_tokens: long, temperature: 0 }],
     ];
     const controllers = requests.map(() => new AbortController());
-    const pending = requests.map(([path, body], i) => post(router.url + path, body, { signal: controllers[i].signal }).then((res) => res.text()).catch(() => 'aborted'));
+    const pending = requests.map(([path, body], i) =>
+      post(router.url + path, body, { signal: controllers[i].signal })
+        .then((res) => res.text())
+        .catch(() => 'aborted'),
+    );
     const all = async () => (await upstreamInFlight(upstreams)).reduce((a, b) => a + b) === requests.length;
     expect(await eventually(all, 5000)).toBe(true);
     controllers.forEach((c) => c.abort());
@@ -176,7 +191,9 @@ describe('clients that leave', () => {
     expect(await eventually(none, 1000, 5)).toBe(true);
     expect(await Promise.all(pending)).toEqual(requests.map(() => 'aborted'));
     await expectIdle(router);
-    const cancelled = await Promise.all(upstreams.map((u) => metricValue(router.url, `streaming_inference_upstream_requests_total{upstream="${u.url}",outcome="cancelled"}`)));
+    const cancelled = await Promise.all(
+      upstreams.map((u) => metricValue(router.url, `streaming_inference_upstream_requests_total{upstream="${u.url}",outcome="cancelled"}`)),
+    );
     expect(cancelled.reduce((a, b) => a + b)).toBe(requests.length);
     expect(await metricValue(router.url, 'tgi_request_failure{err="dropped"}')).toBe(requests.length);
   });
@@ -197,15 +214,20 @@ describe('hostile bodies', () => {
     const accepted: string[] = [];
     // Eight at a time, as several clients would.
     for (let i = 0; i < bodies.length; i += 8) {
-      await Promise.all(bodies.slice(i, i + 8).map(async ([path, body]) => {
-        const res = await post(router.url + path, body);
-        await res.text();
-        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-        if (res.status < 400) accepted.push(`${path} ${body.slice(0, 120)}`);
-      }));
+      await Promise.all(
+        bodies.slice(i, i + 8).map(async ([path, body]) => {
+          const res = await post(router.url + path, body);
+          await res.text();
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (res.status < 400) accepted.push(`${path} ${body.slice(0, 120)}`);
+        }),
+      );
     }
     expect(accepted).toEqual([]);
-    expect([...statuses.keys()].every((s) => s >= 400 && s < 500), JSON.stringify([...statuses])).toBe(true);
+    expect(
+      [...statuses.keys()].every((s) => s >= 400 && s < 500),
+      JSON.stringify([...statuses]),
+    ).toBe(true);
     expect(await count()).toBe(before);
     expect(await metricValue(router.url, 'tgi_request_failure{err="validation"}')).toBeGreaterThan(0);
     await expectIdle(router);
@@ -219,29 +241,63 @@ function hostileBodies(): Array<[string, string]> {
   const count = [...types, '-1', '0', '1.5'];
   // Per field, values that field never takes.
   const tgi: Record<string, string[]> = {
-    temperature: [...types, '-1', '0'], repetition_penalty: [...types, '-1', '0'], frequency_penalty: [...types, '3', '-3'],
-    top_k: count, top_p: [...types, '-1', '0', '1.5'], typical_p: [...types, '-1', '0', '1.5'], max_new_tokens: count,
-    truncate: count, seed: [...types, '-1', '1.5', '9007199254740993'], top_n_tokens: [...types, '-1', '99'], best_of: [...types, '2', '-1'],
-    do_sample: ['"x"', '1', '[]'], details: ['"x"', '1', '{}'], watermark: ['true', '"x"'], grammar: ['{}', '"x"'], stop: ['"x"', '[1]', 'true'],
+    temperature: [...types, '-1', '0'],
+    repetition_penalty: [...types, '-1', '0'],
+    frequency_penalty: [...types, '3', '-3'],
+    top_k: count,
+    top_p: [...types, '-1', '0', '1.5'],
+    typical_p: [...types, '-1', '0', '1.5'],
+    max_new_tokens: count,
+    truncate: count,
+    seed: [...types, '-1', '1.5', '9007199254740993'],
+    top_n_tokens: [...types, '-1', '99'],
+    best_of: [...types, '2', '-1'],
+    do_sample: ['"x"', '1', '[]'],
+    details: ['"x"', '1', '{}'],
+    watermark: ['true', '"x"'],
+    grammar: ['{}', '"x"'],
+    stop: ['"x"', '[1]', 'true'],
   };
   const openai: Record<string, string[]> = {
-    temperature: ['"x"', '-1', '3', 'true'], top_p: ['"x"', '-1', '1.5'], max_tokens: ['"x"', '0', '-1', '1.5'], n: ['2', '0', '"x"'],
-    stop: ['1', '[1]', 'true'], seed: ['"x"', '-1', '1.5'], logit_bias: ['{"1":5}', '"x"'], frequency_penalty: ['3', '-3', '"x"'],
-    presence_penalty: ['3', '-3', '"x"'], stream_options: ['{"include_usage":true}', '"x"'],
+    temperature: ['"x"', '-1', '3', 'true'],
+    top_p: ['"x"', '-1', '1.5'],
+    max_tokens: ['"x"', '0', '-1', '1.5'],
+    n: ['2', '0', '"x"'],
+    stop: ['1', '[1]', 'true'],
+    seed: ['"x"', '-1', '1.5'],
+    logit_bias: ['{"1":5}', '"x"'],
+    frequency_penalty: ['3', '-3', '"x"'],
+    presence_penalty: ['3', '-3', '"x"'],
+    stream_options: ['{"include_usage":true}', '"x"'],
   };
-  const chatOnly: Record<string, string[]> = { response_format: ['{"type":"nope"}', '"x"'], tool_choice: ['"required"', '{"type":"function"}'], logprobs: ['"x"'], top_logprobs: ['3', '99'] };
+  const chatOnly: Record<string, string[]> = {
+    response_format: ['{"type":"nope"}', '"x"'],
+    tool_choice: ['"required"', '{"type":"function"}'],
+    logprobs: ['"x"'],
+    top_logprobs: ['3', '99'],
+  };
   const bodies: Array<[string, string]> = [];
-  for (const path of ['/generate', '/generate_stream', '/', '/v1/completions', '/v1/chat/completions']) for (const body of broken) bodies.push([path, body]);
+  for (const path of ['/generate', '/generate_stream', '/', '/v1/completions', '/v1/chat/completions'])
+    for (const body of broken) bodies.push([path, body]);
   for (const path of ['/generate', '/generate_stream', '/']) {
-    for (const [field, values] of Object.entries(tgi)) for (const raw of values) bodies.push([path, `{"inputs":"Hi","parameters":{"max_new_tokens":2,"${field}":${raw}}}`]);
-    bodies.push([path, '{"inputs":"","parameters":{"max_new_tokens":2}}'], [path, '{"inputs":"Hi","parameters":{"stop":["a","b","c","d","e"]}}']);
+    for (const [field, values] of Object.entries(tgi))
+      for (const raw of values) bodies.push([path, `{"inputs":"Hi","parameters":{"max_new_tokens":2,"${field}":${raw}}}`]);
+    bodies.push(
+      [path, '{"inputs":"","parameters":{"max_new_tokens":2}}'],
+      [path, '{"inputs":"Hi","parameters":{"stop":["a","b","c","d","e"]}}'],
+    );
   }
-  const chat = (extra: string) => ['/v1/chat/completions', `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,${extra}}`] as [string, string];
+  const chat = (extra: string) =>
+    ['/v1/chat/completions', `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,${extra}}`] as [string, string];
   for (const [field, values] of Object.entries(openai)) {
-    for (const raw of values) bodies.push(['/v1/completions', `{"prompt":"Hi","max_tokens":2,"${field}":${raw}}`], chat(`"${field}":${raw}`));
+    for (const raw of values)
+      bodies.push(['/v1/completions', `{"prompt":"Hi","max_tokens":2,"${field}":${raw}}`], chat(`"${field}":${raw}`));
   }
   for (const [field, values] of Object.entries(chatOnly)) for (const raw of values) bodies.push(chat(`"${field}":${raw}`));
-  bodies.push(['/v1/chat/completions', '{"messages":[]}'], ['/v1/chat/completions', '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}']);
+  bodies.push(
+    ['/v1/chat/completions', '{"messages":[]}'],
+    ['/v1/chat/completions', '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}'],
+  );
   bodies.push(['/v1/completions', '{"prompt":"Hi","suffix":"x"}'], ['/v1/completions', '{"prompt":["a","b"]}']);
   bodies.push(['/generate', JSON.stringify({ inputs: 'x'.repeat(3_000_000) })]);
   return bodies;
@@ -278,7 +334,9 @@ describe('faults scripted on demand', () => {
       expect(typeof json.generated_text).toBe('string');
       expect(fault.hits).toBe(1);
       const reason = script.kind === 'status' && script.status === 500 ? 'error' : 'overloaded';
-      expect(await metricValue(router!.url, `streaming_inference_upstream_failovers_total{upstream="${fault.url}",reason="${reason}"}`)).toBe(1);
+      expect(
+        await metricValue(router!.url, `streaming_inference_upstream_failovers_total{upstream="${fault.url}",reason="${reason}"}`),
+      ).toBe(1);
     });
   }
 
@@ -308,7 +366,7 @@ describe('faults scripted on demand', () => {
     expect(await metricValue(router.url, `streaming_inference_upstream_up{upstream="${blackhole.url}"}`)).toBe(0);
   });
 
-  it('all upstreams busy: 429 overloaded with Retry-After, in each route family\'s shape, never 503', async () => {
+  it("all upstreams busy: 429 overloaded with Retry-After, in each route family's shape, never 503", async () => {
     const fault = await startScripted(info, { kind: 'status', status: 503 });
     scripted.push(fault);
     router = await startRouter([fault.url]);
@@ -322,7 +380,7 @@ describe('faults scripted on demand', () => {
     router.engine.status().forEach((u) => expect(u.inFlight).toBe(0));
   });
 
-  it('all upstreams unreachable: 502 upstream_unavailable in each route family\'s shape', async () => {
+  it("all upstreams unreachable: 502 upstream_unavailable in each route family's shape", async () => {
     const fault = await startScripted(info, { kind: 'hang' });
     scripted.push(fault);
     router = await startRouter([fault.url], { headersTimeoutMs: 200 });
@@ -332,7 +390,9 @@ describe('faults scripted on demand', () => {
     // The upstream is down now: the next request is refused without trying it.
     const openai = await post(`${router.url}/v1/completions`, { prompt: 'Hi', max_tokens: 2 });
     expect(openai.status).toBe(502);
-    expect(await openai.json()).toEqual({ error: { message: 'No upstream server is reachable', type: 'server_error', param: null, code: 'upstream_unavailable' } });
+    expect(await openai.json()).toEqual({
+      error: { message: 'No upstream server is reachable', type: 'server_error', param: null, code: 'upstream_unavailable' },
+    });
     expect(fault.hits).toBe(1);
   });
 
@@ -355,8 +415,18 @@ describe('faults scripted on demand', () => {
     const frames = await readSse(await post(`${router.url}/v1/completions`, { prompt: 'Hi', max_tokens: 10, stream: true }));
     expect(frames.at(-1)).toBe('data: [DONE]\n\n');
     expect(frameJson(frames.at(-2)!)).toEqual({
-      error: { message: 'Request failed during generation: the upstream server closed the connection', type: 'server_error', param: null, code: 'generation' },
+      error: {
+        message: 'Request failed during generation: the upstream server closed the connection',
+        type: 'server_error',
+        param: null,
+        code: 'generation',
+      },
     });
-    expect(frames.slice(0, -2).map((f) => frameJson(f).choices[0].text).join('')).toBe(' t1 t2 t3');
+    expect(
+      frames
+        .slice(0, -2)
+        .map((f) => frameJson(f).choices[0].text)
+        .join(''),
+    ).toBe(' t1 t2 t3');
   });
 });

@@ -37,7 +37,11 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
     const registry = new Registry();
     // Named as our own server names the fixture, so the audits' expectations hold unchanged.
     engine = await createRemoteEngine({
-      upstreams: [{ url: llama.url, dialect: 'openai' }], modelId: 'tiny', probeIntervalMs: 500, loadIntervalMs: 100, metrics: { registry },
+      upstreams: [{ url: llama.url, dialect: 'openai' }],
+      modelId: 'tiny',
+      probeIntervalMs: 500,
+      loadIntervalMs: 100,
+      metrics: { registry },
     });
     server = await startServer({ framework: 'express5', mount: 'root' }, { engine, metrics: { registry } });
   });
@@ -49,18 +53,20 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const busySlots = async () => ((await getJson(`${llama.url}/slots`)) as Array<{ is_processing: boolean }>).filter((s) => s.is_processing).length;
+  const busySlots = async () =>
+    ((await getJson(`${llama.url}/slots`)) as Array<{ is_processing: boolean }>).filter((s) => s.is_processing).length;
 
   describe('OpenAI conformance through the router', () => {
     const context: AuditContext = {
       url,
       opts: { modelId: 'tiny', bodyLimit: 2_000_000, maxConcurrentRequests: 128 },
-      reference: async () => (await postForJson(url('/generate'), { inputs: 'Once upon a time', parameters: { max_new_tokens: 5, do_sample: false } })).json,
+      reference: async () =>
+        (await postForJson(url('/generate'), { inputs: 'Once upon a time', parameters: { max_new_tokens: 5, do_sample: false } })).json,
     };
     openaiAudits(context);
   });
 
-  it('discovers its slots as capacity and a slot\'s context as the token limit, and scrapes its queue', async () => {
+  it("discovers its slots as capacity and a slot's context as the token limit, and scrapes its queue", async () => {
     expect(engine.status()).toMatchObject([{ url: llama.url, dialect: 'openai', up: true, capacity: SLOTS }]);
     expect(engine.info.limits).toMatchObject({ maxTotalTokens: 2048, maxInputTokens: 2047 });
     expect(await eventually(() => engine.status()[0].queue !== null, 2000)).toBe(true);
@@ -68,13 +74,17 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
 
   // Byte-exact golden streams do not hold here: llama.cpp's logprobs differ in their last digits between
   // two runs of one request (the second reuses the cached prompt). Tokens, ids and texts do hold.
-  it('streams the tokens of the whole answer, with llama.cpp\'s token ids, on TGI and OpenAI routes', async () => {
+  it("streams the tokens of the whole answer, with llama.cpp's token ids, on TGI and OpenAI routes", async () => {
     const parameters = { max_new_tokens: 12, do_sample: false };
     const tgi = (await postForJson(url('/generate'), { inputs: 'Once upon a time', parameters: { ...parameters, details: true } })).json;
     expect(tgi.details).toMatchObject({ finish_reason: 'length', generated_tokens: 12 });
     expect(tgi.details.tokens.every((t: { id: number; logprob: number }) => t.id >= 0 && t.logprob <= 0)).toBe(true);
-    const events = (await readSse(await post(url('/generate_stream'), { inputs: 'Once upon a time', parameters }))).map((f) => frameJson(f));
-    expect(events.map((e) => [e.token.id, e.token.text])).toEqual(tgi.details.tokens.map((t: { id: number; text: string }) => [t.id, t.text]));
+    const events = (await readSse(await post(url('/generate_stream'), { inputs: 'Once upon a time', parameters }))).map((f) =>
+      frameJson(f),
+    );
+    expect(events.map((e) => [e.token.id, e.token.text])).toEqual(
+      tgi.details.tokens.map((t: { id: number; text: string }) => [t.id, t.text]),
+    );
     expect(events.at(-1).generated_text).toBe(tgi.generated_text);
     const whole = (await postForJson(url('/v1/completions'), { prompt: 'Once upon a time', max_tokens: 12, temperature: 0 })).json;
     expect(whole.choices[0].text).toBe(tgi.generated_text);
@@ -82,7 +92,11 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
 
   it('answers 429 at once beyond its slots, rather than letting it defer', async () => {
     const controllers = [new AbortController(), new AbortController()];
-    const long = controllers.map((c) => post(url('/generate_stream'), { inputs: 'Once', parameters: { max_new_tokens: 1500, do_sample: false } }, { signal: c.signal }).then((r) => r.text()).catch(() => 'aborted'));
+    const long = controllers.map((c) =>
+      post(url('/generate_stream'), { inputs: 'Once', parameters: { max_new_tokens: 1500, do_sample: false } }, { signal: c.signal })
+        .then((r) => r.text())
+        .catch(() => 'aborted'),
+    );
     expect(await eventually(async () => (await busySlots()) === SLOTS, 5000)).toBe(true);
     const extra = await post(url('/v1/chat/completions'), { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
     expect(extra.status).toBe(429);
@@ -98,7 +112,11 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1500, temperature: 0, stream: true }],
     ];
     const controllers = requests.map(() => new AbortController());
-    const pending = requests.map(([path, body], i) => post(url(path), body, { signal: controllers[i].signal }).then((r) => r.text()).catch(() => 'aborted'));
+    const pending = requests.map(([path, body], i) =>
+      post(url(path), body, { signal: controllers[i].signal })
+        .then((r) => r.text())
+        .catch(() => 'aborted'),
+    );
     expect(await eventually(async () => (await busySlots()) === SLOTS, 5000)).toBe(true);
     controllers.forEach((c) => c.abort());
     expect(await eventually(async () => (await busySlots()) === 0, 1000, 5)).toBe(true);

@@ -42,7 +42,8 @@ async function holdStream(url: string): Promise<{ stop(): void }> {
   return { stop: () => controller.abort() };
 }
 
-const idle = () => eventually(async () => (await getJson(`${base}/a/info`)).in_flight_requests === 0 && engine.stats().batchSize === 0, 5000);
+const idle = () =>
+  eventually(async () => (await getJson(`${base}/a/info`)).in_flight_requests === 0 && engine.stats().batchSize === 0, 5000);
 
 beforeAll(async () => {
   engine = await createEngine({ model: await ensureFixtureModel('tiny') });

@@ -100,7 +100,9 @@ describe('keep-alive comments', () => {
     const queued = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchSize: 1 });
     const local = await startServer({ framework: 'express5', mount: 'root' }, { engine: queued, keepAliveMs: 100 });
     try {
-      const busy = (await post(`${local.url}/generate_stream`, { inputs: 'Keep going', parameters: { max_new_tokens: 2000, do_sample: false } })).body!.getReader();
+      const busy = (
+        await post(`${local.url}/generate_stream`, { inputs: 'Keep going', parameters: { max_new_tokens: 2000, do_sample: false } })
+      ).body!.getReader();
       await busy.read();
       const res = await post(`${local.url}/generate_stream`, { inputs: 'Waiting', parameters: { max_new_tokens: 2 } });
       const reader = res.body!.getReader();

@@ -14,7 +14,12 @@ import { startServer, variantName, type RunningServer, type ServerVariant } from
 /** The fault fires at one total length: a speculative pass that spans several would step over it. */
 const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
 
-interface TgiToken { id: number; text: string; logprob: number; special: boolean }
+interface TgiToken {
+  id: number;
+  text: string;
+  logprob: number;
+  special: boolean;
+}
 
 let engine: Engine;
 
@@ -58,7 +63,10 @@ describe('a generation that stops inside a character', () => {
   // the held-back bytes must still reach the stream, or the streamed texts fall short of the final
   // text (design.md: "the concatenation of all streamed texts equals decode(all ids)").
   it('streams texts that add up to generated_text, on TGI and OpenAI routes', async () => {
-    const probe = await postForJson(server.url + '/generate', { inputs: 'Hello', parameters: { max_new_tokens: 60, do_sample: false, details: true } });
+    const probe = await postForJson(server.url + '/generate', {
+      inputs: 'Hello',
+      parameters: { max_new_tokens: 60, do_sample: false, details: true },
+    });
     const tokens: TgiToken[] = probe.json.details.tokens;
     const stopAt = tokens.findIndex((t) => t.text === '' && !t.special) + 1;
     expect(stopAt, 'the probe found a token that ends inside a character').toBeGreaterThan(0);
@@ -70,7 +78,9 @@ describe('a generation that stops inside a character', () => {
     expect(events.map((e) => e.token.text).join('')).toBe(whole);
 
     const body = { prompt: 'Hello', max_tokens: stopAt, temperature: 0 };
-    const chunks = (await readSse(await post(server.url + '/v1/completions', { ...body, stream: true }))).slice(0, -1).map((f) => frameJson(f));
+    const chunks = (await readSse(await post(server.url + '/v1/completions', { ...body, stream: true })))
+      .slice(0, -1)
+      .map((f) => frameJson(f));
     expect(chunks.map((c) => c.choices[0].text).join('')).toBe(whole);
   });
 });
@@ -120,18 +130,25 @@ describe('a generation that fails after its first byte', () => {
     const frames = await readSse(res);
     expect(frames.at(-1)).toBe(DONE);
     const error = frames.at(-2)!;
-    expect(error).toMatch(/^data: \{"error":\{"message":"Request failed during generation: [^\n]+","type":"server_error","param":null,"code":"generation"\}\}\n\n$/);
+    expect(error).toMatch(
+      /^data: \{"error":\{"message":"Request failed during generation: [^\n]+","type":"server_error","param":null,"code":"generation"\}\}\n\n$/,
+    );
     expect(frames.slice(0, -2).every((f) => frameJson(f).object === 'text_completion')).toBe(true);
   });
 
-  it('whole answers fail with 424 in the route family\'s shape', async () => {
+  it("whole answers fail with 424 in the route family's shape", async () => {
     const tgiRes = await post(url('/generate'), { inputs: prompt, parameters });
     expect(tgiRes.status).toBe(424);
     expect(await tgiRes.json()).toEqual({ error: expect.stringMatching(/^Request failed during generation: /), error_type: 'generation' });
     const openaiRes = await post(url('/v1/completions'), { prompt, max_tokens: 30, temperature: 0 });
     expect(openaiRes.status).toBe(424);
     expect(await openaiRes.json()).toEqual({
-      error: { message: expect.stringMatching(/^Request failed during generation: /), type: 'server_error', param: null, code: 'generation' },
+      error: {
+        message: expect.stringMatching(/^Request failed during generation: /),
+        type: 'server_error',
+        param: null,
+        code: 'generation',
+      },
     });
     const metrics = await (await fetch(url('/metrics'))).text();
     expect(metrics).toMatch(/^tgi_request_failure\{err="generation"\} 4$/m);

@@ -30,7 +30,8 @@ const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'x', maxR
 function matchesSchema(text: string): boolean {
   const value = JSON.parse(text) as Record<string, unknown>;
   return (
-    typeof value === 'object' && value !== null &&
+    typeof value === 'object' &&
+    value !== null &&
     Object.keys(value).sort().join() === 'name,ok' &&
     ['ann', 'bob'].includes(value.name as string) &&
     typeof value.ok === 'boolean'
@@ -79,7 +80,12 @@ describe('TGI parameters.grammar on /generate', () => {
   });
 
   it('logprobs and top tokens describe the masked distribution', async () => {
-    const json = await generate('Hello', { max_new_tokens: 40, do_sample: false, top_n_tokens: 5, grammar: { type: 'regex', value: REGEX } });
+    const json = await generate('Hello', {
+      max_new_tokens: 40,
+      do_sample: false,
+      top_n_tokens: 5,
+      grammar: { type: 'regex', value: REGEX },
+    });
     const { tokens } = json.details;
     const top = json.details.top_tokens!;
     for (const token of tokens) expect(Number.isFinite(token.logprob)).toBe(true);
@@ -98,10 +104,17 @@ describe('TGI parameters.grammar on /generate', () => {
       parameters: { max_new_tokens: 40, do_sample: true, seed: 7, grammar: { type: 'regex', value: REGEX } },
     });
     expect(res.status).toBe(200);
-    const frames = (await readSse(res)).map((frame) => frameJson<{ token: { text: string; special: boolean }; generated_text: string | null }>(frame));
+    const frames = (await readSse(res)).map((frame) =>
+      frameJson<{ token: { text: string; special: boolean }; generated_text: string | null }>(frame),
+    );
     const last = frames.at(-1)!;
     expect(last.generated_text).toMatch(new RegExp(`^${REGEX}$`));
-    expect(frames.filter((f) => !f.token.special).map((f) => f.token.text).join('')).toBe(last.generated_text);
+    expect(
+      frames
+        .filter((f) => !f.token.special)
+        .map((f) => f.token.text)
+        .join(''),
+    ).toBe(last.generated_text);
   });
 });
 
@@ -110,14 +123,26 @@ describe('OpenAI response_format through the openai SDK', () => {
   const messages = [{ role: 'user' as const, content: 'Who?' }];
 
   it('whole: the content is JSON valid against the schema', async () => {
-    const completion = await client().chat.completions.create({ model: 'tiny', messages, max_tokens: 60, temperature: 0, response_format: responseFormat });
+    const completion = await client().chat.completions.create({
+      model: 'tiny',
+      messages,
+      max_tokens: 60,
+      temperature: 0,
+      response_format: responseFormat,
+    });
     expect(matchesSchema(completion.choices[0].message.content!)).toBe(true);
     expect(completion.choices[0].finish_reason).toBe('stop');
   });
 
   it('streamed: the content deltas make JSON valid against the schema', async () => {
     const stream = await client().chat.completions.create({
-      model: 'tiny', messages, max_tokens: 60, temperature: 0.9, seed: 3, response_format: responseFormat, stream: true,
+      model: 'tiny',
+      messages,
+      max_tokens: 60,
+      temperature: 0.9,
+      seed: 3,
+      response_format: responseFormat,
+      stream: true,
     });
     let content = '';
     let finish: string | null = null;
@@ -134,7 +159,11 @@ describe('OpenAI response_format through the openai SDK', () => {
     ["vLLM's structured_outputs.choice", { structured_outputs: { choice: ['yes', 'no'] } }, /^(yes|no)$/],
   ])('/v1/completions takes %s', async (_label, constraint, pattern) => {
     const completion = await client().completions.create({
-      model: 'tiny', prompt: 'Once', max_tokens: 40, temperature: 0, ...constraint,
+      model: 'tiny',
+      prompt: 'Once',
+      max_tokens: 40,
+      temperature: 0,
+      ...constraint,
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(completion.choices[0].text).toMatch(pattern);
     expect(completion.choices[0].finish_reason).toBe('stop');
@@ -151,7 +180,12 @@ describe('a grammar xgrammar refuses', () => {
     expect(res.headers.get('content-type')).toMatch(/application\/json/);
     expect(((await res.json()) as { error_type: string }).error_type).toBe('validation');
 
-    const bad = await post(`${server.url}/v1/completions`, { prompt: 'Hi', max_tokens: 4, stream: true, structured_outputs: { grammar: 'root ::= (' } });
+    const bad = await post(`${server.url}/v1/completions`, {
+      prompt: 'Hi',
+      max_tokens: 4,
+      stream: true,
+      structured_outputs: { grammar: 'root ::= (' },
+    });
     expect(bad.status).toBe(422);
     expect(((await bad.json()) as { error: { param: string } }).error.param).toBe('grammar');
 
@@ -168,7 +202,12 @@ describe('grammar rows batched with free rows', () => {
     for (const inputs of prompts) solo.push(await generate(inputs, free));
 
     const constrained = prompts.map((inputs, i) =>
-      generate(inputs, { max_new_tokens: 60, do_sample: true, seed: i + 1, grammar: i % 2 ? { type: 'regex', value: REGEX } : { type: 'json', value: SCHEMA } }),
+      generate(inputs, {
+        max_new_tokens: 60,
+        do_sample: true,
+        seed: i + 1,
+        grammar: i % 2 ? { type: 'regex', value: REGEX } : { type: 'json', value: SCHEMA },
+      }),
     );
     const together = prompts.map((inputs) => generate(inputs, free));
     let widest = 0;

@@ -116,7 +116,9 @@ function play(script: Script, res: ServerResponse): void {
       res.writeHead(200, SSE);
       for (let i = 1; i <= script.tokens; i++) res.write(`data:${JSON.stringify(tokenEvent(i))}\n\n`);
       if (script.kind === 'cut-after') return void setTimeout(() => res.destroy(), 20);
-      return void res.end(`data:${JSON.stringify({ error: 'Request failed during generation: scripted failure', error_type: 'generation' })}\n\n`);
+      return void res.end(
+        `data:${JSON.stringify({ error: 'Request failed during generation: scripted failure', error_type: 'generation' })}\n\n`,
+      );
     }
     case 'hang':
       // The socket stays open until the client gives up or the server closes.

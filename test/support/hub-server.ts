@@ -54,7 +54,12 @@ export async function filesOf(dir: string): Promise<Record<string, Buffer>> {
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const full = join(entry.parentPath, entry.name);
-    out[full.slice(dir.length + 1).split(sep).join('/')] = await readFile(full);
+    out[
+      full
+        .slice(dir.length + 1)
+        .split(sep)
+        .join('/')
+    ] = await readFile(full);
   }
   return out;
 }
@@ -80,7 +85,9 @@ export class FakeHub {
   /** Adds (or replaces) a repository; returns its commit hash. */
   addRepo(name: string, files: Record<string, Buffer>, options: { gated?: boolean } = {}): string {
     const map = new Map(Object.entries(files).map(([path, bytes]) => [path, fileOf(path, bytes)]));
-    const commit = createHash('sha1').update(JSON.stringify([name, ...[...map.values()].map((f) => [f.path, f.oid])])).digest('hex');
+    const commit = createHash('sha1')
+      .update(JSON.stringify([name, ...[...map.values()].map((f) => [f.path, f.oid])]))
+      .digest('hex');
     this.repos.set(name, { commit, files: map, gated: options.gated ?? false });
     return commit;
   }
@@ -128,8 +135,15 @@ export class FakeHub {
     if (!repo) return;
     if (kind === 'revision') {
       return json(res, 200, {
-        _id: name, id: name, sha: repo.commit, private: false, gated: repo.gated ? 'manual' : false,
-        downloads: 0, likes: 0, lastModified: '2026-01-01T00:00:00.000Z', pipeline_tag: 'text-generation',
+        _id: name,
+        id: name,
+        sha: repo.commit,
+        private: false,
+        gated: repo.gated ? 'manual' : false,
+        downloads: 0,
+        likes: 0,
+        lastModified: '2026-01-01T00:00:00.000Z',
+        pipeline_tag: 'text-generation',
       });
     }
     const dirs = new Set<string>();
@@ -140,7 +154,10 @@ export class FakeHub {
     json(res, 200, [
       ...[...dirs].map((path) => ({ type: 'directory', oid: '0'.repeat(40), size: 0, path })),
       ...[...repo.files.values()].map((f) => ({
-        type: 'file', oid: f.lfs ? createHash('sha1').update(f.oid).digest('hex') : f.oid, size: f.bytes.length, path: f.path,
+        type: 'file',
+        oid: f.lfs ? createHash('sha1').update(f.oid).digest('hex') : f.oid,
+        size: f.bytes.length,
+        path: f.path,
         ...(f.lfs ? { lfs: { oid: f.oid, size: f.bytes.length, pointerSize: 134 } } : {}),
       })),
     ]);
@@ -150,17 +167,29 @@ export class FakeHub {
     const repo = this.repo(res, name, revision);
     if (!repo) return;
     if (repo.gated && req.headers.authorization !== `Bearer ${GRANTED_TOKEN}`) {
-      if (req.headers.authorization) return void error(res, 403, 'GatedRepo', `Access to model ${name} is restricted and you are not in the authorized list.`);
-      return void error(res, 401, 'GatedRepo', `Access to model ${name} is restricted. You must have access to it and be authenticated to access it.`);
+      if (req.headers.authorization)
+        return void error(res, 403, 'GatedRepo', `Access to model ${name} is restricted and you are not in the authorized list.`);
+      return void error(
+        res,
+        401,
+        'GatedRepo',
+        `Access to model ${name} is restricted. You must have access to it and be authenticated to access it.`,
+      );
     }
     const file = repo.files.get(path);
     if (!file) return void error(res, 404, 'EntryNotFound', `Entry not found`);
     const headers = { 'X-Repo-Commit': repo.commit };
     if (file.lfs) {
-      res.writeHead(302, {
-        ...headers, Location: `/cdn/${name}/${path}`, 'X-Linked-Etag': `"${file.oid}"`, 'X-Linked-Size': String(file.bytes.length),
-        ETag: `"${createHash('sha1').update(file.oid).digest('hex')}"`, 'Content-Length': 0,
-      }).end();
+      res
+        .writeHead(302, {
+          ...headers,
+          Location: `/cdn/${name}/${path}`,
+          'X-Linked-Etag': `"${file.oid}"`,
+          'X-Linked-Size': String(file.bytes.length),
+          ETag: `"${createHash('sha1').update(file.oid).digest('hex')}"`,
+          'Content-Length': 0,
+        })
+        .end();
       return;
     }
     this.sendBytes(req, res, name, file, { ...headers, ETag: `"${file.oid}"` });
@@ -176,7 +205,10 @@ export class FakeHub {
       return;
     }
     res.writeHead(match ? 206 : 200, {
-      ...headers, 'Accept-Ranges': 'bytes', 'Content-Length': end - start + 1, 'Content-Type': 'application/octet-stream',
+      ...headers,
+      'Accept-Ranges': 'bytes',
+      'Content-Length': end - start + 1,
+      'Content-Type': 'application/octet-stream',
       ...(match ? { 'Content-Range': `bytes ${start}-${end}/${size}` } : {}),
     });
     if (req.method === 'HEAD') return void res.end();

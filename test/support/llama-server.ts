@@ -49,7 +49,11 @@ export function asciiTokenizerFiles(): ReturnType<typeof buildTokenizerFiles> {
   const known = new Set(base);
   const ascii = TRAINING_CORPUS.replace(/[^\n\x20-\x7e]/g, '');
   const learned = learnMerges(ascii, vocab - base.length, known);
-  const synthetic = syntheticMerges(learned.map(([a, b]) => a + b), vocab - base.length - learned.length, known);
+  const synthetic = syntheticMerges(
+    learned.map(([a, b]) => a + b),
+    vocab - base.length - learned.length,
+    known,
+  );
   const merges = [...learned, ...synthetic];
   const tokens = [...base, ...merges.map(([a, b]) => a + b)];
   const model = (files['tokenizer.json'] as { model: Record<string, unknown> }).model;
@@ -80,9 +84,13 @@ export async function startLlamaServer(binary: string, model: string, slots = 2)
   const port = (probe.address() as { port: number }).port;
   await new Promise((resolve) => probe.close(resolve));
   const context = slots * FIXTURE_SIZES.tiny.maxPositions;
-  const child: ChildProcess = spawn(binary, ['-m', model, '--host', '127.0.0.1', '--port', String(port), '-np', String(slots), '-c', String(context), '-t', '1', '--metrics'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child: ChildProcess = spawn(
+    binary,
+    ['-m', model, '--host', '127.0.0.1', '--port', String(port), '-np', String(slots), '-c', String(context), '-t', '1', '--metrics'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
@@ -91,7 +99,10 @@ export async function startLlamaServer(binary: string, model: string, slots = 2)
   for (;;) {
     if (child.exitCode !== null) throw new Error(`llama-server exited:\n${output}`);
     if (Date.now() > deadline) throw new Error(`llama-server did not start:\n${output}`);
-    const ok = await fetch(`${url}/health`).then((res) => res.ok, () => false);
+    const ok = await fetch(`${url}/health`).then(
+      (res) => res.ok,
+      () => false,
+    );
     if (ok) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -44,9 +44,7 @@ describe('AdmissionController', () => {
   it.each([0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '4' as unknown as number])(
     'refuses maxConcurrentRequests = %s at construction',
     (limit) => {
-      expect(() => new AdmissionController({ maxConcurrentRequests: limit })).toThrow(
-        /maxConcurrentRequests must be a positive integer/,
-      );
+      expect(() => new AdmissionController({ maxConcurrentRequests: limit })).toThrow(/maxConcurrentRequests must be a positive integer/);
     },
   );
 });

@@ -34,7 +34,12 @@ afterAll(async () => {
 });
 
 const send = async (body: RequestInit['body'], headers: Record<string, string> = {}) => {
-  const res = await fetch(url, { method: 'POST', body, headers, ...(body instanceof ReadableStream ? { duplex: 'half' } : {}) } as RequestInit);
+  const res = await fetch(url, {
+    method: 'POST',
+    body,
+    headers,
+    ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+  } as RequestInit);
   return { status: res.status, text: await res.text() };
 };
 
@@ -48,7 +53,7 @@ describe('readJsonBody', () => {
     expect((await send(undefined, { 'x-host-body': 'string' })).text).toBe('{"value":{"s":1}}');
   });
 
-  it("reads the stream itself when a host parser left {} without reading it (not a JSON content type)", async () => {
+  it('reads the stream itself when a host parser left {} without reading it (not a JSON content type)', async () => {
     expect((await send('{"a":1}', { 'x-host-body': 'empty-object', 'content-type': 'text/plain' })).text).toBe('{"value":{"a":1}}');
   });
 

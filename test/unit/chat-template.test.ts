@@ -43,7 +43,13 @@ describe('ChatTemplate with the SmolLM2 ChatML template', () => {
     const prompt = smollm.render({
       messages: [
         { role: 'system', content: 's' },
-        { role: 'user', content: [{ type: 'text', text: 'Hello, ' }, { type: 'text', text: 'world' }] },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'Hello, ' },
+            { type: 'text', text: 'world' },
+          ],
+        },
       ],
       addGenerationPrompt: false,
     });
@@ -51,8 +57,7 @@ describe('ChatTemplate with the SmolLM2 ChatML template', () => {
   });
 
   it('refuses content parts that are not text', () => {
-    const render = () =>
-      smollm.render({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] });
+    const render = () => smollm.render({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] });
     expect(render).toThrow(TemplateError);
     expect(render).toThrow(/image_url/);
   });

@@ -21,7 +21,14 @@ describe('errorResponse: one table for both route families', () => {
     [new TemplateError('no chat template'), 422, JSON_TYPE, 'template_error', 'invalid_request_error', null],
     [new OverloadedError(), 429, RETRY, 'overloaded', 'rate_limit_error', null],
     [new GenerationError('shard failed'), 424, JSON_TYPE, 'generation', 'server_error', null],
-    [new InferenceError('incomplete_generation', 'Incomplete generation: the engine shut down'), 500, JSON_TYPE, 'incomplete_generation', 'server_error', null],
+    [
+      new InferenceError('incomplete_generation', 'Incomplete generation: the engine shut down'),
+      500,
+      JSON_TYPE,
+      'incomplete_generation',
+      'server_error',
+      null,
+    ],
     [new ModelLoadError('Model failed to load'), 500, JSON_TYPE, 'model_load', 'server_error', null],
     [new UnavailableError('the engine is shutting down'), 503, RETRY, 'unavailable', 'server_error', null],
   ])('%s → %i', (err, status, headers, errorType, openaiType, param) => {
@@ -67,7 +74,12 @@ describe('a body that is not JSON', () => {
       body: '{"error":"Failed to parse the request body as JSON: Unexpected end of JSON input","error_type":"invalid_request"}',
     });
     expect(JSON.parse(errorResponse(malformed('x'), 'openai').body)).toEqual({
-      error: { message: 'Failed to parse the request body as JSON: x', type: 'invalid_request_error', param: null, code: 'invalid_request' },
+      error: {
+        message: 'Failed to parse the request body as JSON: x',
+        type: 'invalid_request_error',
+        param: null,
+        code: 'invalid_request',
+      },
     });
   });
 });
@@ -87,7 +99,9 @@ describe('inStreamErrorFrame', () => {
   });
 
   it('hides an unexpected error in a stream too', () => {
-    expect(inStreamErrorFrame(new TypeError('x is undefined'), 'tgi')).toBe('data:{"error":"Internal server error","error_type":"internal"}\n\n');
+    expect(inStreamErrorFrame(new TypeError('x is undefined'), 'tgi')).toBe(
+      'data:{"error":"Internal server error","error_type":"internal"}\n\n',
+    );
   });
 
   it('openaiErrorBody gives the object alone', () => {
@@ -99,12 +113,19 @@ describe('inStreamErrorFrame', () => {
 
 describe('real clients read our errors', () => {
   const openaiAnswering = (status: number, headers: Record<string, string>, body: string) =>
-    new OpenAI({ apiKey: 'test', baseURL: 'http://127.0.0.1:1/v1', maxRetries: 0, fetch: async () => new Response(body, { status, headers }) });
+    new OpenAI({
+      apiKey: 'test',
+      baseURL: 'http://127.0.0.1:1/v1',
+      maxRetries: 0,
+      fetch: async () => new Response(body, { status, headers }),
+    });
   const messages = [{ role: 'user' as const, content: 'Hi' }];
 
   it('openai: a 422 becomes UnprocessableEntityError with message, param and code', async () => {
     const { status, headers, body } = errorResponse(new ValidationError('`n` must be 1', 'n'), 'openai');
-    const err = await openaiAnswering(status, headers, body).chat.completions.create({ model: 'm', messages }).catch((e) => e);
+    const err = await openaiAnswering(status, headers, body)
+      .chat.completions.create({ model: 'm', messages })
+      .catch((e) => e);
     expect(err).toBeInstanceOf(OpenAI.UnprocessableEntityError);
     expect(err.message).toBe('422 Input validation error: `n` must be 1');
     expect([err.param, err.code, err.type]).toEqual(['n', 'validation', 'invalid_request_error']);
@@ -112,14 +133,21 @@ describe('real clients read our errors', () => {
 
   it('openai: a 429 becomes RateLimitError', async () => {
     const { status, headers, body } = errorResponse(new OverloadedError(), 'openai');
-    const err = await openaiAnswering(status, headers, body).chat.completions.create({ model: 'm', messages, stream: true }).catch((e) => e);
+    const err = await openaiAnswering(status, headers, body)
+      .chat.completions.create({ model: 'm', messages, stream: true })
+      .catch((e) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     expect(err.message).toBe('429 Model is overloaded');
   });
 
   it('openai: an in-stream error event is thrown from the iteration', async () => {
-    const chunk = 'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n';
-    const client = openaiAnswering(200, { 'content-type': 'text/event-stream' }, chunk + inStreamErrorFrame(new GenerationError('boom'), 'openai'));
+    const chunk =
+      'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n';
+    const client = openaiAnswering(
+      200,
+      { 'content-type': 'text/event-stream' },
+      chunk + inStreamErrorFrame(new GenerationError('boom'), 'openai'),
+    );
     const stream = await client.chat.completions.create({ model: 'm', messages, stream: true });
     const seen: unknown[] = [];
     const err = await (async () => {

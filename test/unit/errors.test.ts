@@ -76,14 +76,23 @@ describe('serializeError / deserializeError: across the worker boundary', () => 
 
   it('keeps the class, message, status, param, stack and cause', () => {
     const onnx = new Error("Non-zero status code returned while running Add node. Name:'/model/fault/Add'");
-    const cases = [...examples(), new GenerationError('a pass failed', onnx), new InferenceError('validation', 'Method PUT', { status: 405 })];
+    const cases = [
+      ...examples(),
+      new GenerationError('a pass failed', onnx),
+      new InferenceError('validation', 'Method PUT', { status: 405 }),
+    ];
     for (const original of cases) {
       const copy = cross(original);
       const cls = CLASSES.find((c) => c.isInstance(original)) ?? InferenceError;
       expect(copy).toBeInstanceOf(cls);
       expect(cls.isInstance(copy)).toBe(true);
       expect(copy).toMatchObject({
-        name: original.name, message: original.message, status: original.status, errorType: original.errorType, param: original.param, expose: original.expose,
+        name: original.name,
+        message: original.message,
+        status: original.status,
+        errorType: original.errorType,
+        param: original.param,
+        expose: original.expose,
       });
       expect(copy.stack).toBe(original.stack);
     }
@@ -127,7 +136,9 @@ describe('response bodies', () => {
   });
 
   it('carry the message below 500, and the 503 sentences that say what to wait for', () => {
-    expect(JSON.parse(errorResponse(new ValidationError('`n` must be 1', 'n'), 'tgi').body).error).toBe('Input validation error: `n` must be 1');
+    expect(JSON.parse(errorResponse(new ValidationError('`n` must be 1', 'n'), 'tgi').body).error).toBe(
+      'Input validation error: `n` must be 1',
+    );
     expect(JSON.parse(errorResponse(new UnavailableError('Model is loading'), 'tgi').body).error).toBe('Model is loading');
   });
 });
@@ -181,7 +192,7 @@ function brokenEngine(afterFirstToken: boolean): Engine {
   };
 }
 
-describe("a route failing with an error that is not ours", () => {
+describe('a route failing with an error that is not ours', () => {
   let server: Server | null = null;
   afterEach(async () => {
     await new Promise((resolve) => server?.close(resolve));

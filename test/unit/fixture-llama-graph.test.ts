@@ -44,12 +44,10 @@ function rope(x: Vec, position: number): Vec {
   });
 }
 
-const headsOf = (x: Vec, n: number): Vec[] =>
-  Array.from({ length: n }, (_, h) => x.slice(h * headDim, (h + 1) * headDim));
+const headsOf = (x: Vec, n: number): Vec[] => Array.from({ length: n }, (_, h) => x.slice(h * headDim, (h + 1) * headDim));
 
 function attention(xs: Vec[], w: Map<string, Float32Array>, p: string): Vec[] {
-  const project = (x: Vec, name: string, n: number) =>
-    headsOf(matvec(x, w.get(`${p}.${name}.weight`)!, n * headDim), n);
+  const project = (x: Vec, name: string, n: number) => headsOf(matvec(x, w.get(`${p}.${name}.weight`)!, n * headDim), n);
   const q = xs.map((x, t) => project(x, 'q_proj', heads).map((h) => rope(h, t)));
   const k = xs.map((x, t) => project(x, 'k_proj', kvHeads).map((h) => rope(h, t)));
   const v = xs.map((x) => project(x, 'v_proj', kvHeads));
@@ -74,13 +72,21 @@ function referenceLogits(ids: number[], w: Map<string, Float32Array>): Vec[] {
   let h: Vec[] = ids.map((id) => Array.from(embedding.subarray(id * hidden, (id + 1) * hidden)));
   for (let i = 0; i < layers; i++) {
     const p = `model.layers.${i}`;
-    const attn = attention(h.map((x) => rmsNorm(x, w.get(`${p}.input_layernorm.weight`)!)), w, `${p}.self_attn`);
+    const attn = attention(
+      h.map((x) => rmsNorm(x, w.get(`${p}.input_layernorm.weight`)!)),
+      w,
+      `${p}.self_attn`,
+    );
     h = h.map((x, t) => x.map((v, d) => v + attn[t][d]));
     h = h.map((x) => {
       const n = rmsNorm(x, w.get(`${p}.post_attention_layernorm.weight`)!);
       const gate = matvec(n, w.get(`${p}.mlp.gate_proj.weight`)!, intermediate);
       const up = matvec(n, w.get(`${p}.mlp.up_proj.weight`)!, intermediate);
-      const down = matvec(gate.map((g, j) => silu(g) * up[j]), w.get(`${p}.mlp.down_proj.weight`)!, hidden);
+      const down = matvec(
+        gate.map((g, j) => silu(g) * up[j]),
+        w.get(`${p}.mlp.down_proj.weight`)!,
+        hidden,
+      );
       return x.map((v, d) => v + down[d]);
     });
   }

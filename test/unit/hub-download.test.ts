@@ -43,7 +43,13 @@ function remote(repo: string, path: string): RemoteFile {
 function context(repo = REPO, token?: string, progress: DownloadProgress[] = []) {
   const settings = hubSettings({ endpoint: hub.url, cacheDir, token, offline: false });
   const meter = new ProgressMeter(repo, (p) => progress.push(p));
-  return { cache: new RepoCache(cacheDir, repo), commit: commits[repo], settings, target: { repo, revision: 'main', endpoint: hub.url }, meter };
+  return {
+    cache: new RepoCache(cacheDir, repo),
+    commit: commits[repo],
+    settings,
+    target: { repo, revision: 'main', endpoint: hub.url },
+    meter,
+  };
 }
 
 const snapshotFile = (path: string) => join(cacheDir, 'models--acme--tiny', 'snapshots', commit, path);
@@ -62,7 +68,11 @@ describe('cacheFile', () => {
     expect(await readlink(snapshotFile('onnx/model.onnx'))).toBe(`../../../blobs/${file.oid}`);
     expect(await blobs()).toEqual([file.oid]);
     // The library's probe (bytes=0-0) resolves the redirect; the bytes come from the CDN path in one GET.
-    expect(hub.downloads()).toEqual(['/acme/tiny/resolve/' + commit + '/onnx/model.onnx', '/cdn/acme/tiny/onnx/model.onnx', '/cdn/acme/tiny/onnx/model.onnx']);
+    expect(hub.downloads()).toEqual([
+      '/acme/tiny/resolve/' + commit + '/onnx/model.onnx',
+      '/cdn/acme/tiny/onnx/model.onnx',
+      '/cdn/acme/tiny/onnx/model.onnx',
+    ]);
     expect(progress.at(-1)).toMatchObject({ repo: REPO, downloadedBytes: file.size, totalBytes: file.size, done: true });
     // @huggingface/hub's own cache scanner reads what we wrote (it does not look into snapshot subfolders).
     await cacheFile(remote(REPO, 'config.json'), ctx);
@@ -135,7 +145,9 @@ describe('cacheFile', () => {
     hub.fault(REPO, 'onnx/model.onnx', { corrupt: true });
     const error = await cacheFile(remote(REPO, 'onnx/model.onnx'), context()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ModelLoadError);
-    expect((error as Error).message).toMatch(/^onnx\/model\.onnx of acme\/tiny@main failed verification: got 300000 bytes with sha256 [0-9a-f]{64}, the Hub lists 300000 bytes/);
+    expect((error as Error).message).toMatch(
+      /^onnx\/model\.onnx of acme\/tiny@main failed verification: got 300000 bytes with sha256 [0-9a-f]{64}, the Hub lists 300000 bytes/,
+    );
     expect(await blobs()).toEqual([]);
     expect(await stat(snapshotFile('onnx/model.onnx')).catch(() => null)).toBeNull();
   });
@@ -148,7 +160,9 @@ describe('cacheFile', () => {
     await symlink('/dev/full', join(blobDir, `${file.oid}.incomplete`));
     const error = await cacheFile(file, context()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ModelLoadError);
-    expect((error as Error).message).toContain(`onnx/model.onnx of acme/tiny: cannot write ${blobDir}/${file.oid}.incomplete: the disk is full`);
+    expect((error as Error).message).toContain(
+      `onnx/model.onnx of acme/tiny: cannot write ${blobDir}/${file.oid}.incomplete: the disk is full`,
+    );
     expect(await blobs()).toEqual([`${file.oid}.incomplete`]);
   });
 
@@ -166,7 +180,9 @@ describe('cacheFile', () => {
     const file = remote('acme/gated', 'config.json');
     const without = await cacheFile(file, context('acme/gated')).catch((e: unknown) => e);
     expect(without).toBeInstanceOf(ModelLoadError);
-    expect((without as Error).message).toMatch(/^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted.*set HF_TOKEN/);
+    expect((without as Error).message).toMatch(
+      /^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted.*set HF_TOKEN/,
+    );
     const denied = await cacheFile(file, context('acme/gated', 'hf_no_access')).catch((e: unknown) => e);
     expect((denied as Error).message).toMatch(/^config\.json of acme\/gated@main: the token has no access \(403/);
     await cacheFile(file, context('acme/gated', GRANTED_TOKEN));

@@ -8,12 +8,27 @@ import { hubSettings } from '../../src/hub/settings.js';
 describe('parseHubId', () => {
   it('reads org/name with an optional @revision', () => {
     expect(parseHubId('onnx-community/Qwen2.5-0.5B-Instruct')).toEqual({ repo: 'onnx-community/Qwen2.5-0.5B-Instruct', revision: 'main' });
-    expect(parseHubId('HuggingFaceTB/SmolLM2-135M-Instruct@v1.0')).toEqual({ repo: 'HuggingFaceTB/SmolLM2-135M-Instruct', revision: 'v1.0' });
+    expect(parseHubId('HuggingFaceTB/SmolLM2-135M-Instruct@v1.0')).toEqual({
+      repo: 'HuggingFaceTB/SmolLM2-135M-Instruct',
+      revision: 'v1.0',
+    });
     expect(parseHubId('a/b@refs/pr/3')).toEqual({ repo: 'a/b', revision: 'refs/pr/3' });
   });
 
   it('leaves paths and malformed ids alone', () => {
-    for (const model of ['./models/x', '/abs/dir', '../up/dir', 'plain', 'a/b/c', 'a/../b', 'a--b/c', 'a/b@', 'a/b@x@y', '.hidden/x', 'a/b c']) {
+    for (const model of [
+      './models/x',
+      '/abs/dir',
+      '../up/dir',
+      'plain',
+      'a/b/c',
+      'a/../b',
+      'a--b/c',
+      'a/b@',
+      'a/b@x@y',
+      '.hidden/x',
+      'a/b c',
+    ]) {
       expect(parseHubId(model), model).toBeNull();
     }
   });
@@ -30,8 +45,18 @@ describe('hubSettings', () => {
 
   it('reads the environment as huggingface_hub does', () => {
     delete process.env.HF_HUB_CACHE;
-    Object.assign(process.env, { HF_ENDPOINT: 'http://mirror.local:8080/', HF_TOKEN: 'hf_abc', HF_HOME: '/data/hf', HF_HUB_OFFLINE: 'TRUE' });
-    expect(hubSettings()).toEqual({ endpoint: 'http://mirror.local:8080', token: 'hf_abc', cacheDir: join('/data/hf', 'hub'), offline: true });
+    Object.assign(process.env, {
+      HF_ENDPOINT: 'http://mirror.local:8080/',
+      HF_TOKEN: 'hf_abc',
+      HF_HOME: '/data/hf',
+      HF_HUB_OFFLINE: 'TRUE',
+    });
+    expect(hubSettings()).toEqual({
+      endpoint: 'http://mirror.local:8080',
+      token: 'hf_abc',
+      cacheDir: join('/data/hf', 'hub'),
+      offline: true,
+    });
     process.env.HF_HUB_CACHE = '/cache';
     process.env.HF_HUB_OFFLINE = '0';
     expect(hubSettings()).toMatchObject({ cacheDir: '/cache', offline: false });

@@ -4,8 +4,13 @@ import { ProgressMeter, describeProgress, progressPrinter } from '../../src/hub/
 import type { DownloadProgress } from '../../src/types.js';
 
 const at = (downloadedBytes: number, done = false): DownloadProgress => ({
-  repo: 'acme/big', file: 'onnx/model_q4.onnx', downloadedBytes, totalBytes: 1.2e9, bytesPerSecond: 35.2e6,
-  etaSeconds: done ? 0 : (1.2e9 - downloadedBytes) / 35.2e6, done,
+  repo: 'acme/big',
+  file: 'onnx/model_q4.onnx',
+  downloadedBytes,
+  totalBytes: 1.2e9,
+  bytesPerSecond: 35.2e6,
+  etaSeconds: done ? 0 : (1.2e9 - downloadedBytes) / 35.2e6,
+  done,
 });
 
 function terminal(isTTY: boolean): { stream: NodeJS.WriteStream; text: () => string } {
@@ -21,7 +26,9 @@ describe('describeProgress', () => {
     expect(describeProgress(at(540e6))).toBe('Downloading acme/big: 45% of 1.20 GB, 35.2 MB/s, ETA 19 s (onnx/model_q4.onnx)');
     expect(describeProgress(at(0))).toBe('Downloading acme/big: 0% of 1.20 GB, 35.2 MB/s, ETA 34 s (onnx/model_q4.onnx)');
     expect(describeProgress({ ...at(0), bytesPerSecond: 1e6, etaSeconds: 1200 })).toContain('ETA 20 min 0 s');
-    expect(describeProgress({ ...at(0), bytesPerSecond: 0, etaSeconds: null })).toBe('Downloading acme/big: 0% of 1.20 GB, 0.0 kB/s (onnx/model_q4.onnx)');
+    expect(describeProgress({ ...at(0), bytesPerSecond: 0, etaSeconds: null })).toBe(
+      'Downloading acme/big: 0% of 1.20 GB, 0.0 kB/s (onnx/model_q4.onnx)',
+    );
     expect(describeProgress(at(1.2e9, true))).toBe('Downloaded acme/big: 1.20 GB at 35.2 MB/s');
   });
 });
@@ -62,7 +69,14 @@ describe('ProgressMeter', () => {
     meter.update('b.json', 500);
     meter.finish();
     expect(reports.length).toBeLessThan(50);
-    expect(reports[0]).toMatchObject({ file: 'a.onnx', downloadedBytes: 400, totalBytes: 1500, bytesPerSecond: 0, etaSeconds: null, done: false });
+    expect(reports[0]).toMatchObject({
+      file: 'a.onnx',
+      downloadedBytes: 400,
+      totalBytes: 1500,
+      bytesPerSecond: 0,
+      etaSeconds: null,
+      done: false,
+    });
     expect(reports.at(-1)).toMatchObject({ file: 'b.json', downloadedBytes: 1500, totalBytes: 1500, etaSeconds: 0, done: true });
     expect(reports.filter((r) => r.done)).toHaveLength(1);
   });

@@ -16,7 +16,8 @@ function present(rows: number, width: number, tag: number, starts: number[], len
   for (let r = 0; r < rows; r++)
     for (let h = 0; h < HEADS; h++)
       for (let t = 0; t < lengths[r]; t++)
-        for (let d = 0; d < DIM; d++) data[((r * HEADS + h) * width + starts[r] + t) * DIM + d] = tag * 1000 + r * 100 + t * 10 + h + d / 10;
+        for (let d = 0; d < DIM; d++)
+          data[((r * HEADS + h) * width + starts[r] + t) * DIM + d] = tag * 1000 + r * 100 + t * 10 + h + d / 10;
   return new ort.Tensor('float32', data, [rows, HEADS, width, DIM]);
 }
 
@@ -25,12 +26,26 @@ function row(batch: KvBatch, r: number): number[] {
   const t = batch.kv[0];
   const [, , width] = t.dims;
   const out: number[] = [];
-  for (let c = 0; c < width; c++) out.push((t.data as Float32Array)[((r * HEADS) * width + c) * DIM]);
+  for (let c = 0; c < width; c++) out.push((t.data as Float32Array)[(r * HEADS * width + c) * DIM]);
   return out;
 }
 
 const left = (ids: number[], pads: number[], width: number, tag: number) =>
-  KvBatch.fromPrefill('left', ids, pads, pads.map((p) => width - p), [present(ids.length, width, tag, pads, pads.map((p) => width - p))]);
+  KvBatch.fromPrefill(
+    'left',
+    ids,
+    pads,
+    pads.map((p) => width - p),
+    [
+      present(
+        ids.length,
+        width,
+        tag,
+        pads,
+        pads.map((p) => width - p),
+      ),
+    ],
+  );
 
 describe('promptMatrix', () => {
   it('left-pads prompts and masks the padding', () => {
@@ -137,7 +152,21 @@ describe('KvBatch, left layout', () => {
 
 describe('KvBatch, right layout (GroupQueryAttention)', () => {
   const right = (ids: number[], lengths: number[], width: number, tag: number) =>
-    KvBatch.fromPrefill('right', ids, lengths.map(() => 0), lengths, [present(ids.length, width, tag, lengths.map(() => 0), lengths)]);
+    KvBatch.fromPrefill(
+      'right',
+      ids,
+      lengths.map(() => 0),
+      lengths,
+      [
+        present(
+          ids.length,
+          width,
+          tag,
+          lengths.map(() => 0),
+          lengths,
+        ),
+      ],
+    );
 
   it("masks each row's own length plus the new token, so the op writes it at the row's own index", () => {
     const batch = right([1, 2], [3, 1], 3, 1);
@@ -166,7 +195,21 @@ describe('KvBatch, right layout (GroupQueryAttention)', () => {
 
 describe('KvBatch, anchored layout (positions from the column index)', () => {
   const anchored = (ids: number[], starts: number[], width: number, tag: number) =>
-    KvBatch.fromPrefill('anchored', ids, starts, starts.map((s) => width - s), [present(ids.length, width, tag, starts, starts.map((s) => width - s))]);
+    KvBatch.fromPrefill(
+      'anchored',
+      ids,
+      starts,
+      starts.map((s) => width - s),
+      [
+        present(
+          ids.length,
+          width,
+          tag,
+          starts,
+          starts.map((s) => width - s),
+        ),
+      ],
+    );
 
   it('never moves a row: leaving rows keep the width, joining rows must end at it', () => {
     const batch = anchored([1, 2], [0, 3], 5, 1);
@@ -214,7 +257,7 @@ describe('BatchQueue', () => {
     expect(queue.nextBatch({ size: 3, reservedTokens: 80 }).map((e) => e.id)).toEqual([2]);
   });
 
-  it("asks the cache layout whether an entry can join", () => {
+  it('asks the cache layout whether an entry can join', () => {
     const queue = new BatchQueue({ maxBatchSize: 4, maxBatchPrefillTokens: 100, maxBatchTotalTokens: 1000 });
     [entry(1, 5), entry(2, 5)].forEach((e) => queue.append(e));
     expect(queue.nextBatch({ size: 1, reservedTokens: 0 }, (e) => e.id !== 1)).toEqual([]);

@@ -61,12 +61,19 @@ describe('planModelFiles', () => {
     const paths = ['genai_config.json', 'config.json', ...TOKENIZER, name, `${name}.data`];
 
     it('loads the file genai_config.json names, with its .onnx.data', () => {
-      expect(planModelFiles(paths, { genai })).toEqual({ onnx: name, externalData: [`${name}.data`], dtype: null, source: 'genai_config.json' });
+      expect(planModelFiles(paths, { genai })).toEqual({
+        onnx: name,
+        externalData: [`${name}.data`],
+        dtype: null,
+        source: 'genai_config.json',
+      });
     });
 
     it('lets an explicit dtype choose by transformers.js names instead', () => {
       const message = planError(paths, { genai }, { dtype: 'fp32' }, 'models/phi');
-      expect(message).toMatch(/^models\/phi\/onnx\/model\.onnx not found \(dtype "fp32"; nor model\.onnx, onnx\/decoder_model_merged\.onnx/);
+      expect(message).toMatch(
+        /^models\/phi\/onnx\/model\.onnx not found \(dtype "fp32"; nor model\.onnx, onnx\/decoder_model_merged\.onnx/,
+      );
       expect(message).toContain(`no file named by a dtype; other ONNX files: ${name}`);
     });
 
@@ -80,13 +87,24 @@ describe('planModelFiles', () => {
 
     it('names genai_config.json when the file it names is not there', () => {
       const message = planError([...TOKENIZER, 'genai_config.json', 'onnx/model_q4.onnx'], { genai }, {}, 'models/phi');
-      expect(message).toMatch(new RegExp(`^models/phi/genai_config\\.json names ${name.replaceAll('.', '\\.')} \\(model\\.decoder\\.filename\\), which is not there`));
+      expect(message).toMatch(
+        new RegExp(
+          `^models/phi/genai_config\\.json names ${name.replaceAll('.', '\\.')} \\(model\\.decoder\\.filename\\), which is not there`,
+        ),
+      );
       expect(message).toContain('dtypes present: q4 (onnx/model_q4.onnx)');
     });
   });
 
   describe("config.json's transformers.js_config.dtype (q4f16-only repositories)", () => {
-    const paths = ['config.json', ...TOKENIZER, 'onnx/model_q4f16.onnx', 'onnx/model_q4f16.onnx_data_10', 'onnx/model_q4f16.onnx_data', 'onnx/model_q4f16.onnx_data_2'];
+    const paths = [
+      'config.json',
+      ...TOKENIZER,
+      'onnx/model_q4f16.onnx',
+      'onnx/model_q4f16.onnx_data_10',
+      'onnx/model_q4f16.onnx_data',
+      'onnx/model_q4f16.onnx_data_2',
+    ];
 
     it('is the default dtype, with the chunked data files in order', () => {
       expect(planModelFiles(paths, { config: { ...llama, 'transformers.js_config': { dtype: 'q4f16' } } })).toEqual({
@@ -113,7 +131,9 @@ describe('planModelFiles', () => {
 
     it('an unknown dtype there names config.json and lists what is present', () => {
       const message = planError(paths, { config: { ...llama, 'transformers.js_config': { dtype: 'q3' } } }, {}, 'm');
-      expect(message).toMatch(/^m\/config\.json: transformers\.js_config\.dtype "q3" is not a dtype this engine knows \(fp32, fp16, q8, .*q1f16\)/);
+      expect(message).toMatch(
+        /^m\/config\.json: transformers\.js_config\.dtype "q3" is not a dtype this engine knows \(fp32, fp16, q8, .*q1f16\)/,
+      );
       expect(message).toContain('dtypes present: q4f16 (onnx/model_q4f16.onnx); pass dtype to choose one');
     });
   });
@@ -168,7 +188,14 @@ describe('parseModelConfig', () => {
       context_length: 131072,
       eos_token_id: [32007, 32001, 32000],
       vocab_size: 32064,
-      decoder: { filename: 'model.onnx', head_size: 96, hidden_size: 3072, num_attention_heads: 32, num_hidden_layers: 32, num_key_value_heads: 32 },
+      decoder: {
+        filename: 'model.onnx',
+        head_size: 96,
+        hidden_size: 3072,
+        num_attention_heads: 32,
+        num_hidden_layers: 32,
+        num_key_value_heads: 32,
+      },
     },
     search: { do_sample: true, temperature: 0.7, top_k: 50, top_p: 0.9, repetition_penalty: 1.0, max_length: 131072 },
   };

@@ -24,7 +24,8 @@ const node = (opType: string, domain = '', ...attributes: ProtoWriter[]) => {
 };
 const graphAttribute = (name: string, graph: ProtoWriter) => new ProtoWriter().string(1, name).varint(20, 5).message(6, graph);
 const valueInfo = (name: string) => new ProtoWriter().string(1, name);
-const tensor = (name: string, payload: Uint8Array) => new ProtoWriter().varint(1, payload.length).varint(2, DataType.FLOAT).string(8, name).bytes(9, payload);
+const tensor = (name: string, payload: Uint8Array) =>
+  new ProtoWriter().varint(1, payload.length).varint(2, DataType.FLOAT).string(8, name).bytes(9, payload);
 
 /** A model whose If node holds a GroupQueryAttention in one branch and a Loop with MatMulNBits in the other. */
 function modelWithSubgraphs(): Buffer {
@@ -32,7 +33,10 @@ function modelWithSubgraphs(): Buffer {
   const thenBranch = new ProtoWriter().message(1, node('GroupQueryAttention', 'com.microsoft')).string(2, 'then');
   const elseBranch = new ProtoWriter().message(1, node('Loop', '', graphAttribute('body', inner))).string(2, 'else');
   // A Constant's tensor value is an attribute too; the reader must step over it, not into it.
-  const constant = new ProtoWriter().string(1, 'value').varint(20, 4).message(5, tensor('c', new Uint8Array(4000)));
+  const constant = new ProtoWriter()
+    .string(1, 'value')
+    .varint(20, 4)
+    .message(5, tensor('c', new Uint8Array(4000)));
   const graph = new ProtoWriter()
     .message(1, node('Constant', '', constant))
     .message(1, node('If', 'ai.onnx', graphAttribute('then_branch', thenBranch), graphAttribute('else_branch', elseBranch)))

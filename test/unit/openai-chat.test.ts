@@ -35,9 +35,7 @@ describe('ChatChunkEncoder golden streams', () => {
   });
 
   it('with logprobs: OpenAI layout with UTF-8 bytes and top_logprobs; length stays length', () => {
-    expect(encode(lengthSequence({ topTokens: true }), { includeUsage: false, logprobs: true })).toBe(
-      golden('chat-stream-logprobs.sse'),
-    );
+    expect(encode(lengthSequence({ topTokens: true }), { includeUsage: false, logprobs: true })).toBe(golden('chat-stream-logprobs.sse'));
   });
 
   it('sends the role chunk even when the first event is the end', () => {
@@ -87,7 +85,9 @@ describe('presence_penalty', () => {
   it("passes OpenAI's presence penalty on to the engine", () => {
     const parsed = parseChatRequest({ messages: [{ role: 'user', content: 'Hi' }], presence_penalty: 0.5 });
     expect(parsed.parameters.presence_penalty).toBe(0.5);
-    expect(parseChatRequest({ messages: [{ role: 'user', content: 'Hi' }], presence_penalty: 0 }).parameters.presence_penalty).toBeUndefined();
+    expect(
+      parseChatRequest({ messages: [{ role: 'user', content: 'Hi' }], presence_penalty: 0 }).parameters.presence_penalty,
+    ).toBeUndefined();
   });
 });
 
@@ -117,7 +117,9 @@ describe('stop strings (OpenAI leaves them out)', () => {
   it('cuts the whole content before the stop string; TGI-style eos and length keep everything', () => {
     const end = endOf(stopped(eosSequence()));
     expect(chatCompletionResponse(end, { ...identity, logprobs: false, stop: ['!'] }).choices[0].message.content).toBe(' Hi');
-    expect(chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false, stop: ['!'] }).choices[0].message.content).toBe(' Hi!');
+    expect(chatCompletionResponse(endOf(eosSequence()), { ...identity, logprobs: false, stop: ['!'] }).choices[0].message.content).toBe(
+      ' Hi!',
+    );
   });
 });
 
@@ -209,7 +211,9 @@ describe('parseChatRequest', () => {
   });
 
   it('treats null fields as absent, as OpenAI clients send them', () => {
-    expect(parseChatRequest({ messages: user, temperature: null, stop: null, n: null, seed: null }).parameters).toEqual({ do_sample: true });
+    expect(parseChatRequest({ messages: user, temperature: null, stop: null, n: null, seed: null }).parameters).toEqual({
+      do_sample: true,
+    });
   });
 
   it('passes TGI extensions (top_k, typical_p, repetition_penalty, truncate, watermark) through', () => {
@@ -229,7 +233,10 @@ describe('parseChatRequest', () => {
   });
 
   it('reads response_format json_object into a grammar', () => {
-    expect(parseChatRequest({ messages: user, response_format: { type: 'json_object' } }).grammar).toEqual({ type: 'json_schema', schema: { type: 'object' } });
+    expect(parseChatRequest({ messages: user, response_format: { type: 'json_object' } }).grammar).toEqual({
+      type: 'json_schema',
+      schema: { type: 'object' },
+    });
   });
 
   it('keeps tools for the template unless tool_choice is none; accepts response_format text', () => {
@@ -255,7 +262,11 @@ describe('parseChatRequest', () => {
     [{ messages: ['Hi'] }, 'messages[0]', /must be an object/],
     [{ messages: [{ content: 'Hi' }] }, 'messages[0].role', /role` must be a non-empty string/],
     [{ messages: [{ role: 'user', content: 3 }] }, 'messages[0].content', /string or an array of content parts/],
-    [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0]', /text only. Given: "image_url"/],
+    [
+      { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] },
+      'messages[0].content[0]',
+      /text only. Given: "image_url"/,
+    ],
     [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'messages[0].content[0].text', /must be a string/],
     [{ messages: user, n: 2 }, 'n', /`n` must be 1.*Given: 2/],
     [{ messages: user, presence_penalty: 2.5 }, 'presence_penalty', /<= 2/],
@@ -286,7 +297,11 @@ describe('parseChatRequest', () => {
     [{ messages: user, chat_template_kwargs: 'think' }, 'chat_template_kwargs', /must be an object, got a string/],
     [{ messages: user, chat_template_kwargs: [] }, 'chat_template_kwargs', /must be an object, got an array/],
     [{ messages: user, chat_template_kwargs: { messages: [] } }, 'chat_template_kwargs.messages', /set by the server/],
-    [{ messages: user, chat_template_kwargs: { add_generation_prompt: false } }, 'chat_template_kwargs.add_generation_prompt', /set by the server/],
+    [
+      { messages: user, chat_template_kwargs: { add_generation_prompt: false } },
+      'chat_template_kwargs.add_generation_prompt',
+      /set by the server/,
+    ],
     [{ messages: user, chat_template_kwargs: { bos_token: '' } }, 'chat_template_kwargs.bos_token', /set by the server/],
     [{ messages: user, chat_template_kwargs: { raise_exception: 1 } }, 'chat_template_kwargs.raise_exception', /set by the server/],
   ])('rejects %j with param %s', (body, param, message) => {
@@ -310,20 +325,35 @@ describe('parseChatRequest', () => {
   it("fills unset sampling fields from the model's generation config (vLLM's --generation-config auto)", () => {
     const qwen = { temperature: 0.7, topP: 0.8, topK: 20, repetitionPenalty: 1.05, doSample: true };
     expect(parseChatRequest({ messages: user }, {}, qwen).parameters).toEqual({
-      do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20, repetition_penalty: 1.05,
+      do_sample: true,
+      temperature: 0.7,
+      top_p: 0.8,
+      top_k: 20,
+      repetition_penalty: 1.05,
     });
     // What the request sets wins; greedy keeps the penalty, which can change an argmax.
     expect(parseChatRequest({ messages: user, temperature: 0.2, top_k: 5 }, {}, qwen).parameters).toEqual({
-      do_sample: true, temperature: 0.2, top_p: 0.8, top_k: 5, repetition_penalty: 1.05,
+      do_sample: true,
+      temperature: 0.2,
+      top_p: 0.8,
+      top_k: 5,
+      repetition_penalty: 1.05,
     });
-    expect(parseChatRequest({ messages: user, temperature: 0 }, {}, qwen).parameters).toEqual({ do_sample: false, repetition_penalty: 1.05 });
+    expect(parseChatRequest({ messages: user, temperature: 0 }, {}, qwen).parameters).toEqual({
+      do_sample: false,
+      repetition_penalty: 1.05,
+    });
   });
 
   it('keeps greedy decoding when the generation config says do_sample: false, unless the request asks to sample', () => {
     const greedy = { temperature: 0.6, doSample: false };
     expect(parseChatRequest({ messages: user }, {}, greedy).parameters).toEqual({ do_sample: false });
     expect(parseChatRequest({ messages: user, temperature: 0.9 }, {}, greedy).parameters).toEqual({ do_sample: true, temperature: 0.9 });
-    expect(parseChatRequest({ messages: user, top_p: 0.5 }, {}, greedy).parameters).toEqual({ do_sample: true, temperature: 0.6, top_p: 0.5 });
+    expect(parseChatRequest({ messages: user, top_p: 0.5 }, {}, greedy).parameters).toEqual({
+      do_sample: true,
+      temperature: 0.6,
+      top_p: 0.5,
+    });
   });
 
   it('ignores generation config values out of range instead of failing every request', () => {

@@ -41,7 +41,12 @@ describe('CompletionChunkEncoder', () => {
   });
 
   it('is read by the openai SDK', async () => {
-    const client = new OpenAI({ apiKey: 'test', baseURL: 'http://127.0.0.1:1/v1', maxRetries: 0, fetch: answering(encode(eosSequence(), { includeUsage: true, echo: false })) });
+    const client = new OpenAI({
+      apiKey: 'test',
+      baseURL: 'http://127.0.0.1:1/v1',
+      maxRetries: 0,
+      fetch: answering(encode(eosSequence(), { includeUsage: true, echo: false })),
+    });
     const stream = await client.completions.create({ model: 'tiny', prompt: 'Q:', stream: true, stream_options: { include_usage: true } });
     const texts: string[] = [];
     const reasons: Array<string | null> = [];
@@ -101,7 +106,9 @@ describe('legacy logprobs', () => {
 
   it('leaves the eos out, and is read by the openai SDK', async () => {
     const stream = new CompletionChunkEncoder({ ...identity, includeUsage: false, echo: false, logprobs: true });
-    const body = eosSequence().flatMap((e) => stream.push(e)).join('');
+    const body = eosSequence()
+      .flatMap((e) => stream.push(e))
+      .join('');
     const client = new OpenAI({ apiKey: 'test', baseURL: 'http://127.0.0.1:1/v1', maxRetries: 0, fetch: answering(body) });
     const tokens: string[] = [];
     for await (const chunk of await client.completions.create({ model: 'tiny', prompt: 'Q:', stream: true, logprobs: 0 })) {
@@ -125,7 +132,9 @@ describe('stop strings (OpenAI leaves them out)', () => {
   it('cuts the whole text before the stop string, after the echoed prompt', () => {
     const end = { ...endOf(eosSequence()), finishReason: 'stop_sequence' as const };
     expect(completionResponse(end, { ...identity, echo: true, prompt: 'Q:', stop: ['!'] }).choices[0].text).toBe('Q: Hi');
-    expect(completionResponse({ ...end, finishReason: 'eos_token' }, { ...identity, echo: false, stop: ['!'] }).choices[0].text).toBe(' Hi!');
+    expect(completionResponse({ ...end, finishReason: 'eos_token' }, { ...identity, echo: false, stop: ['!'] }).choices[0].text).toBe(
+      ' Hi!',
+    );
   });
 });
 
@@ -160,7 +169,16 @@ describe('parseCompletionRequest', () => {
   };
 
   it('reads the prompt, OpenAI sampling fields and stream flags', () => {
-    expect(parseCompletionRequest({ model: 'tiny', prompt: 'Once', max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } })).toEqual({
+    expect(
+      parseCompletionRequest({
+        model: 'tiny',
+        prompt: 'Once',
+        max_tokens: 8,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    ).toEqual({
       prompt: 'Once',
       parameters: { do_sample: false, max_new_tokens: 8 },
       stream: true,
@@ -188,7 +206,17 @@ describe('parseCompletionRequest', () => {
   });
 
   it('reads the body @huggingface/inference builds from TGI parameters', () => {
-    const body = { model: 'http://h', prompt: 'Once', stream: true, max_tokens: 5, do_sample: false, top_k: 3, repetition_penalty: 1.2, details: true, stop: ['\n'] };
+    const body = {
+      model: 'http://h',
+      prompt: 'Once',
+      stream: true,
+      max_tokens: 5,
+      do_sample: false,
+      top_k: 3,
+      repetition_penalty: 1.2,
+      details: true,
+      stop: ['\n'],
+    };
     expect(parseCompletionRequest(body).parameters).toEqual({ do_sample: false, max_new_tokens: 5, repetition_penalty: 1.2, stop: ['\n'] });
   });
 

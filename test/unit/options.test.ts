@@ -16,27 +16,79 @@ describe('checkEngineOptions', () => {
     ['a fractional thread count', { threads: 1.5 }, RangeError, 'createEngine: `threads` must be a positive integer, got 1.5'],
     ['a string where a number goes', { maxTotalTokens: '4096' }, TypeError, 'createEngine: `maxTotalTokens` must be a number, got "4096"'],
     ['a total of one token', { maxTotalTokens: 1 }, RangeError, 'createEngine: `maxTotalTokens` must be an integer >= 2, got 1'],
-    ['an unknown dtype', { dtype: 'q3' }, RangeError, 'createEngine: Unknown dtype "q3": expected one of fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4, q2, q2f16, q1, q1f16'],
+    [
+      'an unknown dtype',
+      { dtype: 'q3' },
+      RangeError,
+      'createEngine: Unknown dtype "q3": expected one of fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4, q2, q2f16, q1, q1f16',
+    ],
     ['a dtype that is no string', { dtype: 4 }, TypeError, 'createEngine: `dtype` must be a non-empty string, got 4'],
-    ['a modelFile outside the directory', { modelFile: '../other/model.onnx' }, RangeError, 'createEngine: `modelFile` must be a path inside the model directory, got ../other/model.onnx'],
-    ['a modelFile that is no graph', { modelFile: 'onnx/model.onnx_data' }, RangeError, 'createEngine: `modelFile` must name an .onnx file, got onnx/model.onnx_data'],
-    ['dtype with modelFile', { dtype: 'q4', modelFile: 'm.onnx' }, TypeError, 'createEngine: pass `dtype` or `modelFile`, not both: `modelFile` names the file'],
-    ['two KV budgets', { maxKvCacheBytes: GiB, maxBatchTotalTokens: 8192 }, TypeError, 'createEngine: pass `maxBatchTotalTokens` or `maxKvCacheBytes`, not both: the second only sets the first'],
-    ['an input as long as the total', { maxInputTokens: 100, maxTotalTokens: 100 }, RangeError, 'createEngine: `maxInputTokens` (100) must be less than `maxTotalTokens` (100)'],
-    ['a batch smaller than a request', { maxTotalTokens: 4096, maxBatchTotalTokens: 1000 }, RangeError, 'createEngine: `maxBatchTotalTokens` (1000) must hold at least one whole request (4096 tokens)'],
-    ['a progress callback that is no function', { onProgress: 'log' }, TypeError, 'createEngine: `onProgress` must be a function, got string'],
+    [
+      'a modelFile outside the directory',
+      { modelFile: '../other/model.onnx' },
+      RangeError,
+      'createEngine: `modelFile` must be a path inside the model directory, got ../other/model.onnx',
+    ],
+    [
+      'a modelFile that is no graph',
+      { modelFile: 'onnx/model.onnx_data' },
+      RangeError,
+      'createEngine: `modelFile` must name an .onnx file, got onnx/model.onnx_data',
+    ],
+    [
+      'dtype with modelFile',
+      { dtype: 'q4', modelFile: 'm.onnx' },
+      TypeError,
+      'createEngine: pass `dtype` or `modelFile`, not both: `modelFile` names the file',
+    ],
+    [
+      'two KV budgets',
+      { maxKvCacheBytes: GiB, maxBatchTotalTokens: 8192 },
+      TypeError,
+      'createEngine: pass `maxBatchTotalTokens` or `maxKvCacheBytes`, not both: the second only sets the first',
+    ],
+    [
+      'an input as long as the total',
+      { maxInputTokens: 100, maxTotalTokens: 100 },
+      RangeError,
+      'createEngine: `maxInputTokens` (100) must be less than `maxTotalTokens` (100)',
+    ],
+    [
+      'a batch smaller than a request',
+      { maxTotalTokens: 4096, maxBatchTotalTokens: 1000 },
+      RangeError,
+      'createEngine: `maxBatchTotalTokens` (1000) must hold at least one whole request (4096 tokens)',
+    ],
+    [
+      'a progress callback that is no function',
+      { onProgress: 'log' },
+      TypeError,
+      'createEngine: `onProgress` must be a function, got string',
+    ],
   ])('refuses %s with a clear message', (_, options, Kind, message) => {
     expect(() => checkEngineOptions({ model: '/models/m', ...options } as EngineOptions)).toThrow(new Kind(message));
   });
 
   it('needs a model', () => {
-    expect(() => checkEngineOptions({} as EngineOptions)).toThrow(new TypeError('createEngine: `model` must be a model directory or a Hub id (org/name)'));
+    expect(() => checkEngineOptions({} as EngineOptions)).toThrow(
+      new TypeError('createEngine: `model` must be a model directory or a Hub id (org/name)'),
+    );
   });
 
   it('accepts every option at its edge', () => {
     const options: EngineOptions = {
-      model: '/models/m', dtype: 'q4f16', threads: 1, maxBatchSize: 1, maxBatchPrefillTokens: 1, maxKvCacheBytes: 1,
-      maxInputTokens: 1, maxTotalTokens: 2, maxStopSequences: 0, maxTopNTokens: 0, maxBestOf: 1, modelId: 'm',
+      model: '/models/m',
+      dtype: 'q4f16',
+      threads: 1,
+      maxBatchSize: 1,
+      maxBatchPrefillTokens: 1,
+      maxKvCacheBytes: 1,
+      maxInputTokens: 1,
+      maxTotalTokens: 2,
+      maxStopSequences: 0,
+      maxTopNTokens: 0,
+      maxBestOf: 1,
+      modelId: 'm',
     };
     expect(checkEngineOptions(options)).toBeUndefined();
   });

@@ -30,14 +30,21 @@ const accepts = (parameters: unknown, options = PLAIN, limits = LIMITS) =>
 
 describe('validateParameters: the two default paths', () => {
   const defaults = {
-    maxNewTokens: null, stop: [], returnFullText: false, details: false, decoderInputDetails: false, topNTokens: 0, truncate: null,
+    maxNewTokens: null,
+    stop: [],
+    returnFullText: false,
+    details: false,
+    decoderInputDetails: false,
+    topNTokens: 0,
+    truncate: null,
   };
   const neutral = { temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0 };
 
   it('parameters missing (undefined or null): do_sample true, everything else off', () => {
     for (const missing of [undefined, null]) {
       expect(accepts(missing, { stream: false, random: () => 0.5 })).toEqual({
-        ...defaults, sampling: { doSample: true, ...neutral, seed: 2 ** 52 },
+        ...defaults,
+        sampling: { doSample: true, ...neutral, seed: 2 ** 52 },
       });
     }
   });
@@ -52,19 +59,61 @@ describe('validateParameters: the two default paths', () => {
       const { seed } = accepts({}).sampling;
       expect(Number.isSafeInteger(seed) && seed >= 0).toBe(true);
     }
-    expect(accepts({ seed: 42 }, { stream: false, random: () => { throw new Error('not called'); } }).sampling.seed).toBe(42);
+    expect(
+      accepts(
+        { seed: 42 },
+        {
+          stream: false,
+          random: () => {
+            throw new Error('not called');
+          },
+        },
+      ).sampling.seed,
+    ).toBe(42);
     expect(accepts({ seed: Number.MAX_SAFE_INTEGER }).sampling.seed).toBe(Number.MAX_SAFE_INTEGER);
   });
 
   it('resolves every field given', () => {
     const result = accepts({
-      do_sample: true, temperature: 0.7, top_k: 40, top_p: 0.9, typical_p: 0.95, repetition_penalty: 1.2, frequency_penalty: -0.5,
-      seed: 7, max_new_tokens: 64, stop: ['\n', 'User:'], return_full_text: true, details: true, decoder_input_details: true,
-      top_n_tokens: 5, truncate: 100, watermark: false, best_of: 1, adapter_id: 'base', unknown_field: { ignored: true },
+      do_sample: true,
+      temperature: 0.7,
+      top_k: 40,
+      top_p: 0.9,
+      typical_p: 0.95,
+      repetition_penalty: 1.2,
+      frequency_penalty: -0.5,
+      seed: 7,
+      max_new_tokens: 64,
+      stop: ['\n', 'User:'],
+      return_full_text: true,
+      details: true,
+      decoder_input_details: true,
+      top_n_tokens: 5,
+      truncate: 100,
+      watermark: false,
+      best_of: 1,
+      adapter_id: 'base',
+      unknown_field: { ignored: true },
     });
     expect(result).toEqual({
-      sampling: { doSample: true, temperature: 0.7, topK: 40, topP: 0.9, typicalP: 0.95, repetitionPenalty: 1.2, frequencyPenalty: -0.5, presencePenalty: 0, seed: 7 },
-      maxNewTokens: 64, stop: ['\n', 'User:'], returnFullText: true, details: true, decoderInputDetails: true, topNTokens: 5, truncate: 100,
+      sampling: {
+        doSample: true,
+        temperature: 0.7,
+        topK: 40,
+        topP: 0.9,
+        typicalP: 0.95,
+        repetitionPenalty: 1.2,
+        frequencyPenalty: -0.5,
+        presencePenalty: 0,
+        seed: 7,
+      },
+      maxNewTokens: 64,
+      stop: ['\n', 'User:'],
+      returnFullText: true,
+      details: true,
+      decoderInputDetails: true,
+      topNTokens: 5,
+      truncate: 100,
     });
   });
 
@@ -91,7 +140,9 @@ describe('validateParameters: each rule with its TGI message', () => {
 
   it('decoder_input_details while streaming', () => {
     expectRejected(
-      { decoder_input_details: true }, '`decoder_input_details` == true is not supported when streaming tokens', 'decoder_input_details',
+      { decoder_input_details: true },
+      '`decoder_input_details` == true is not supported when streaming tokens',
+      'decoder_input_details',
       { stream: true },
     );
     expect(accepts({ decoder_input_details: true }).decoderInputDetails).toBe(true);
@@ -99,12 +150,14 @@ describe('validateParameters: each rule with its TGI message', () => {
 
   it('temperature, repetition_penalty', () => {
     for (const t of [0, -1]) expectRejected({ temperature: t }, '`temperature` must be strictly positive', 'temperature');
-    for (const r of [0, -0.5]) expectRejected({ repetition_penalty: r }, '`repetition_penalty` must be strictly positive', 'repetition_penalty');
+    for (const r of [0, -0.5])
+      expectRejected({ repetition_penalty: r }, '`repetition_penalty` must be strictly positive', 'repetition_penalty');
     expect(accepts({ temperature: 1e-3, repetition_penalty: 1e-3 }).sampling.temperature).toBe(1e-3);
   });
 
   it('frequency_penalty in [-2, 2]', () => {
-    for (const f of [-2.01, 2.01]) expectRejected({ frequency_penalty: f }, '`frequency_penalty` must be >= -2.0 and <= 2.0', 'frequency_penalty');
+    for (const f of [-2.01, 2.01])
+      expectRejected({ frequency_penalty: f }, '`frequency_penalty` must be >= -2.0 and <= 2.0', 'frequency_penalty');
     expect(accepts({ frequency_penalty: -2 }).sampling.frequencyPenalty).toBe(-2);
     expect(accepts({ frequency_penalty: 2 }).sampling.frequencyPenalty).toBe(2);
     expect(accepts({ presence_penalty: -2 }).sampling.presencePenalty).toBe(-2);
@@ -155,7 +208,9 @@ describe('validateParameters: each rule with its TGI message', () => {
     expect(errorOf(() => accepts({ grammar: { type: 'xml', value: 'x' } })).param).toBe('grammar.type');
     const route: GrammarSpec = { type: 'choice', choices: ['a'] };
     expect(validateParameters({}, LIMITS, { ...PLAIN, grammar: route }).grammar).toEqual(route);
-    expect(errorOf(() => validateParameters({ grammar: { type: 'regex', value: 'x' } }, LIMITS, { ...PLAIN, grammar: route })).param).toBe('grammar');
+    expect(errorOf(() => validateParameters({ grammar: { type: 'regex', value: 'x' } }, LIMITS, { ...PLAIN, grammar: route })).param).toBe(
+      'grammar',
+    );
   });
 
   it('watermark, which we do not implement', () => {
@@ -228,12 +283,52 @@ describe('validateParameters: wrong JSON types are ValidationErrors naming the f
 
   it('fuzz: every field × odd values gives a result or a ValidationError, never another error', () => {
     const fields = [
-      'best_of', 'temperature', 'repetition_penalty', 'frequency_penalty', 'top_k', 'top_p', 'typical_p', 'do_sample', 'max_new_tokens',
-      'return_full_text', 'stop', 'truncate', 'watermark', 'details', 'decoder_input_details', 'seed', 'top_n_tokens', 'grammar', 'adapter_id',
+      'best_of',
+      'temperature',
+      'repetition_penalty',
+      'frequency_penalty',
+      'top_k',
+      'top_p',
+      'typical_p',
+      'do_sample',
+      'max_new_tokens',
+      'return_full_text',
+      'stop',
+      'truncate',
+      'watermark',
+      'details',
+      'decoder_input_details',
+      'seed',
+      'top_n_tokens',
+      'grammar',
+      'adapter_id',
     ];
     const values = [
-      null, undefined, 0, -0, 1, -1, 0.5, 2, 1e309, -1e309, Number.NaN, 2 ** 53, 2 ** 64, -(2 ** 64), '', 'x', '1', true, false,
-      [], ['a'], [1], {}, { a: 1 }, Number.MIN_VALUE,
+      null,
+      undefined,
+      0,
+      -0,
+      1,
+      -1,
+      0.5,
+      2,
+      1e309,
+      -1e309,
+      Number.NaN,
+      2 ** 53,
+      2 ** 64,
+      -(2 ** 64),
+      '',
+      'x',
+      '1',
+      true,
+      false,
+      [],
+      ['a'],
+      [1],
+      {},
+      { a: 1 },
+      Number.MIN_VALUE,
     ];
     let outcomes = 0;
     for (const field of fields) {
@@ -274,7 +369,9 @@ describe('checkTokenBudget', () => {
 
   it('refuses inputs over max_input_tokens, after the budget check', () => {
     const limits = { ...LIMITS, maxInputTokens: 100 };
-    expect(budgetError(200, { max_new_tokens: 10 }, limits).message).toBe('Input validation error: `inputs` must have less than 100 tokens. Given: 200');
+    expect(budgetError(200, { max_new_tokens: 10 }, limits).message).toBe(
+      'Input validation error: `inputs` must have less than 100 tokens. Given: 200',
+    );
     expect(budgetError(200, { max_new_tokens: 900 }, limits).message).toContain('`inputs` tokens + `max_new_tokens` must be <= 1024');
     expect(budgetError(200, { max_new_tokens: 10 }, limits).param).toBe('inputs');
   });

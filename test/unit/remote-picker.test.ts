@@ -31,11 +31,14 @@ describe('pickLeastLoaded', () => {
   });
 
   it('never picks the strictly most loaded of three, and prefers the lightest', () => {
-    const tally = counts([
-      { name: 'light', inFlight: 0, capacity: 4, queue: 0 },
-      { name: 'mid', inFlight: 2, capacity: 4, queue: 0 },
-      { name: 'heavy', inFlight: 3, capacity: 4, queue: 0 },
-    ], 900);
+    const tally = counts(
+      [
+        { name: 'light', inFlight: 0, capacity: 4, queue: 0 },
+        { name: 'mid', inFlight: 2, capacity: 4, queue: 0 },
+        { name: 'heavy', inFlight: 3, capacity: 4, queue: 0 },
+      ],
+      900,
+    );
     expect(tally.heavy).toBeUndefined();
     // The lightest wins every pair it is in: two pairs of three.
     expect(tally.light / 900).toBeGreaterThan(0.6);
@@ -44,10 +47,13 @@ describe('pickLeastLoaded', () => {
   it('weighs in-flight by capacity and adds the scraped queue', () => {
     expect(loadScore({ inFlight: 2, capacity: 8, queue: 0 })).toBeLessThan(loadScore({ inFlight: 1, capacity: 2, queue: 0 }));
     expect(loadScore({ inFlight: 0, capacity: 4, queue: 3 })).toBe(0.75);
-    const tally = counts([
-      { name: 'queued', inFlight: 0, capacity: 4, queue: 5 },
-      { name: 'free', inFlight: 1, capacity: 4, queue: 0 },
-    ], 100);
+    const tally = counts(
+      [
+        { name: 'queued', inFlight: 0, capacity: 4, queue: 5 },
+        { name: 'free', inFlight: 1, capacity: 4, queue: 0 },
+      ],
+      100,
+    );
     expect(tally).toEqual({ free: 100 });
   });
 
@@ -60,12 +66,20 @@ describe('pickLeastLoaded', () => {
 
 describe('resolveRemoteOptions', () => {
   it('reads URLs with options in the fragment, and fills the defaults', () => {
-    const resolved = resolveRemoteOptions({ upstreams: ['http://127.0.0.1:8080/', 'http://127.0.0.1:8000#dialect=openai&capacity=32&model=m'] });
+    const resolved = resolveRemoteOptions({
+      upstreams: ['http://127.0.0.1:8080/', 'http://127.0.0.1:8000#dialect=openai&capacity=32&model=m'],
+    });
     expect(resolved.upstreams).toEqual([
       { url: 'http://127.0.0.1:8080', dialect: 'tgi', headers: {}, capacity: null, model: null },
       { url: 'http://127.0.0.1:8000', dialect: 'openai', headers: {}, capacity: 32, model: 'm' },
     ]);
-    expect(resolved).toMatchObject({ probeIntervalMs: 2000, loadIntervalMs: 500, headersTimeoutMs: 10_000, maxAttempts: 2, maxBackoffMs: 16_000 });
+    expect(resolved).toMatchObject({
+      probeIntervalMs: 2000,
+      loadIntervalMs: 500,
+      headersTimeoutMs: 10_000,
+      maxAttempts: 2,
+      maxBackoffMs: 16_000,
+    });
   });
 
   it('refuses what cannot work, at startup, naming the option', () => {

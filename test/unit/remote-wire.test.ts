@@ -25,7 +25,10 @@ function decodeAll(decoder: { decode(data: string): Decoded[]; close(): Decoded[
 describe('SseDataParser', () => {
   it('joins data lines, strips one space, skips comments and other fields, across chunk borders and CRLF', () => {
     const parser = new SseDataParser();
-    expect(parser.push(': keep-alive\n\ndata:{"a":1}\n\nevent: x\ndata: two\r\ndata: lines\r\n\r\ndata: [DO')).toEqual(['{"a":1}', 'two\nlines']);
+    expect(parser.push(': keep-alive\n\ndata:{"a":1}\n\nevent: x\ndata: two\r\ndata: lines\r\n\r\ndata: [DO')).toEqual([
+      '{"a":1}',
+      'two\nlines',
+    ]);
     expect(parser.push('NE]\n')).toEqual([]);
     expect(parser.push('\n')).toEqual(['[DONE]']);
   });
@@ -43,7 +46,10 @@ describe('promValues', () => {
       'llamacpp:requests_deferred NaN',
     ].join('\n');
     const values = promValues(text, ['tgi_queue_size', 'vllm:num_requests_waiting', 'llamacpp:requests_deferred', 'sglang:num_queue_reqs']);
-    expect([...values]).toEqual([['tgi_queue_size', 3], ['vllm:num_requests_waiting', 3]]);
+    expect([...values]).toEqual([
+      ['tgi_queue_size', 3],
+      ['vllm:num_requests_waiting', 3],
+    ]);
   });
 });
 
@@ -52,13 +58,19 @@ describe('TGI dialect', () => {
     const request = { inputs: 'Hi', parameters: { max_new_tokens: 3, return_full_text: true, stop: ['x'] } };
     const call = tgiGenerateCall(request, validateParameters(request.parameters, LIMITS, { stream: true, inputs: 'Hi' }));
     expect(call).toMatchObject({ path: '/generate_stream', whole: false });
-    expect(call.body).toEqual({ inputs: 'Hi', parameters: { max_new_tokens: 3, stop: ['x'], do_sample: false, details: true, return_full_text: false } });
+    expect(call.body).toEqual({
+      inputs: 'Hi',
+      parameters: { max_new_tokens: 3, stop: ['x'], do_sample: false, details: true, return_full_text: false },
+    });
   });
 
-  it('sends our seed when sampling, and TGI\'s default of sampling when parameters are missing', () => {
+  it("sends our seed when sampling, and TGI's default of sampling when parameters are missing", () => {
     const params = validateParameters(undefined, LIMITS, { stream: true, inputs: 'Hi', random: () => 0.5 });
     expect((tgiGenerateCall({ inputs: 'Hi' }, params).body as any).parameters).toEqual({
-      do_sample: true, details: true, return_full_text: false, seed: params.sampling.seed,
+      do_sample: true,
+      details: true,
+      return_full_text: false,
+      seed: params.sampling.seed,
     });
   });
 
@@ -69,12 +81,24 @@ describe('TGI dialect', () => {
     const t = (id: number, text: string) => ({ id, text, logprob: -1, special: false });
     const body = JSON.stringify({
       generated_text: 'ab',
-      details: { finish_reason: 'length', generated_tokens: 2, seed: 1, prefill: [{ id: 1, text: 'H', logprob: null }, { id: 2, text: 'i', logprob: -3 }], tokens: [t(5, 'a'), t(6, 'b')] },
+      details: {
+        finish_reason: 'length',
+        generated_tokens: 2,
+        seed: 1,
+        prefill: [
+          { id: 1, text: 'H', logprob: null },
+          { id: 2, text: 'i', logprob: -3 },
+        ],
+        tokens: [t(5, 'a'), t(6, 'b')],
+      },
     });
     const events = call.decoder.decode(body);
     expect(events.map((e) => e.type)).toEqual(['token', 'end']);
     expect(events[0]).toMatchObject({ token: t(5, 'a'), prefill: [{ id: 1 }, { id: 2 }] });
-    expect(events[1]).toMatchObject({ token: t(6, 'b'), summary: { finishReason: 'length', generatedText: 'ab', generatedTokens: 2, inputLength: 2 } });
+    expect(events[1]).toMatchObject({
+      token: t(6, 'b'),
+      summary: { finishReason: 'length', generatedText: 'ab', generatedTokens: 2, inputLength: 2 },
+    });
   });
 
   it('decodes a recorded stream: tokens with alternatives, the end with its details', () => {
@@ -85,7 +109,11 @@ describe('TGI dialect', () => {
     const call = tgiGenerateCall({ inputs: 'Hi' }, validateParameters({}, LIMITS, { stream: true, inputs: 'Hi' }));
     const events = decodeAll(call.decoder, stream);
     expect(events.map((e) => e.type)).toEqual(['token', 'token', 'end']);
-    expect(events[0]).toEqual({ type: 'token', token: { id: 297, text: ' st', logprob: -1.35, special: false }, topTokens: [{ id: 297, text: ' st', logprob: -1.35, special: false }] });
+    expect(events[0]).toEqual({
+      type: 'token',
+      token: { id: 297, text: ' st', logprob: -1.35, special: false },
+      topTokens: [{ id: 297, text: ' st', logprob: -1.35, special: false }],
+    });
     expect(events[2]).toMatchObject({ summary: { finishReason: 'length', generatedText: ' st�ns', generatedTokens: 3, inputLength: 2 } });
   });
 
@@ -102,11 +130,22 @@ describe('OpenAI dialect', () => {
   const validated = (parameters: object) => validateParameters(parameters, LIMITS, { stream: true });
 
   it('maps our resolved parameters onto OpenAI fields: greedy as temperature 0, our seed when sampling', () => {
-    const greedy = openaiCompletionCall({ inputs: 'Hi' }, validated({ max_new_tokens: 4, do_sample: false, stop: ['\n'], repetition_penalty: 1.2 }), 'm');
+    const greedy = openaiCompletionCall(
+      { inputs: 'Hi' },
+      validated({ max_new_tokens: 4, do_sample: false, stop: ['\n'], repetition_penalty: 1.2 }),
+      'm',
+    );
     // Logprobs always: every TGI event carries its token's, and llama.cpp sends token ids with them.
     expect(greedy.body).toEqual({
-      model: 'm', prompt: 'Hi', stream: true, stream_options: { include_usage: true }, max_tokens: 4, temperature: 0,
-      repetition_penalty: 1.2, stop: ['\n'], logprobs: 1,
+      model: 'm',
+      prompt: 'Hi',
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 4,
+      temperature: 0,
+      repetition_penalty: 1.2,
+      stop: ['\n'],
+      logprobs: 1,
     });
     const sampled = validated({ temperature: 0.7, top_p: 0.9, top_k: 20, seed: 5, details: true, top_n_tokens: 2 });
     const chat = openaiChatCall({ messages: [{ role: 'user', content: 'Hi' }] }, sampled, 'm');
@@ -143,41 +182,80 @@ describe('OpenAI dialect', () => {
     const decoder = new OpenAIDecoder('chat', 1);
     const events = decodeAll(decoder, stream);
     expect(events.map((e) => e.type)).toEqual(['token', 'token', 'end']);
-    expect(events[0]).toEqual({ type: 'token', token: { id: -1, text: 'ers', logprob: -1.3, special: false }, topTokens: [{ id: -1, text: 'ers', logprob: -1.3, special: false }] });
-    expect(events[2]).toMatchObject({ token: { text: '', special: true }, summary: { finishReason: 'eos_token', generatedText: 'ers', generatedTokens: 3, inputLength: 60 } });
+    expect(events[0]).toEqual({
+      type: 'token',
+      token: { id: -1, text: 'ers', logprob: -1.3, special: false },
+      topTokens: [{ id: -1, text: 'ers', logprob: -1.3, special: false }],
+    });
+    expect(events[2]).toMatchObject({
+      token: { text: '', special: true },
+      summary: { finishReason: 'eos_token', generatedText: 'ers', generatedTokens: 3, inputLength: 60 },
+    });
   });
 
   it('vLLM: several tokens in one chunk, legacy logprobs, and stop_reason telling a stop string from the eos', () => {
     const decoder = new OpenAIDecoder('completion', 2);
-    const events = decodeAll(decoder,
+    const events = decodeAll(
+      decoder,
       'data: {"choices":[{"text":"Hello world","logprobs":{"tokens":["Hello"," world"],"token_logprobs":[-0.1,-0.2],"top_logprobs":[{"Hello":-0.1,"Hi":-2},{" world":-0.2}]},"finish_reason":"stop","stop_reason":"\\n"}]}\n\n' +
-      'data: [DONE]\n\n');
+        'data: [DONE]\n\n',
+    );
     expect(events).toHaveLength(2);
-    expect(events[0]).toMatchObject({ token: { text: 'Hello', logprob: -0.1 }, topTokens: [{ text: 'Hello', logprob: -0.1 }, { text: 'Hi', logprob: -2 }] });
-    expect(events[1]).toMatchObject({ token: { text: ' world' }, summary: { finishReason: 'stop_sequence', generatedTokens: 2, inputLength: 0 } });
+    expect(events[0]).toMatchObject({
+      token: { text: 'Hello', logprob: -0.1 },
+      topTokens: [
+        { text: 'Hello', logprob: -0.1 },
+        { text: 'Hi', logprob: -2 },
+      ],
+    });
+    expect(events[1]).toMatchObject({
+      token: { text: ' world' },
+      summary: { finishReason: 'stop_sequence', generatedTokens: 2, inputLength: 0 },
+    });
   });
 
   it('llama.cpp: usage on the finish chunk, no [DONE] needed once the finish came; an error event classified', () => {
     const decoder = new OpenAIDecoder('completion');
-    const events = decodeAll(decoder, 'data: {"choices":[{"text":"a","finish_reason":null}]}\n\ndata: {"choices":[{"text":"","finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":2}}\n\n');
-    expect(events.at(-1)).toMatchObject({ type: 'end', token: { text: 'a' }, summary: { finishReason: 'eos_token', generatedTokens: 2, inputLength: 4 } });
+    const events = decodeAll(
+      decoder,
+      'data: {"choices":[{"text":"a","finish_reason":null}]}\n\ndata: {"choices":[{"text":"","finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":2}}\n\n',
+    );
+    expect(events.at(-1)).toMatchObject({
+      type: 'end',
+      token: { text: 'a' },
+      summary: { finishReason: 'eos_token', generatedTokens: 2, inputLength: 4 },
+    });
     const failing = new OpenAIDecoder('chat');
-    expect(failing.decode('{"error":{"code":500,"message":"The model produced output that does not match","type":"server_error"}}')).toEqual([
+    expect(
+      failing.decode('{"error":{"code":500,"message":"The model produced output that does not match","type":"server_error"}}'),
+    ).toEqual([
       { type: 'error', failure: { kind: 'failed', message: 'The model produced output that does not match', errorType: 'server_error' } },
     ]);
   });
 
   it('llama.cpp: completion logprobs in the chat layout carry token ids; alternatives beyond top_n_tokens are dropped', () => {
     const entry = (id: number, token: string, logprob: number) => ({ id, token, bytes: [], logprob });
-    const chunk = { choices: [{ text: ' you', logprobs: { content: [{ ...entry(405, ' you', -1.44), top_logprobs: [entry(405, ' you', -1.44), entry(342, 'ste', -1.98)] }] }, finish_reason: 'length' }] };
+    const chunk = {
+      choices: [
+        {
+          text: ' you',
+          logprobs: { content: [{ ...entry(405, ' you', -1.44), top_logprobs: [entry(405, ' you', -1.44), entry(342, 'ste', -1.98)] }] },
+          finish_reason: 'length',
+        },
+      ],
+    };
     const events = decodeAll(new OpenAIDecoder('completion', 1), `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`);
-    expect(events).toEqual([{
-      type: 'end',
-      token: { id: 405, text: ' you', logprob: -1.44, special: false },
-      topTokens: [{ id: 405, text: ' you', logprob: -1.44, special: false }],
-      summary: { finishReason: 'length', generatedText: ' you', generatedTokens: 1, inputLength: 0 },
-    }]);
-    expect(decodeAll(new OpenAIDecoder('completion'), `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`)[0]).not.toHaveProperty('topTokens');
+    expect(events).toEqual([
+      {
+        type: 'end',
+        token: { id: 405, text: ' you', logprob: -1.44, special: false },
+        topTokens: [{ id: 405, text: ' you', logprob: -1.44, special: false }],
+        summary: { finishReason: 'length', generatedText: ' you', generatedTokens: 1, inputLength: 0 },
+      },
+    ]);
+    expect(decodeAll(new OpenAIDecoder('completion'), `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`)[0]).not.toHaveProperty(
+      'topTokens',
+    );
   });
 
   it('a stream cut before its finish ends with nothing, so the engine sees it as broken', () => {
@@ -192,11 +270,25 @@ describe('readTokenize', () => {
   it('passes TGI tokens through and gives llama.cpp pieces character offsets', () => {
     const tgi = [{ id: 1, text: 'Hi', start: 0, stop: 2 }];
     expect(readTokenize('Hi', tgi)).toEqual(tgi);
-    expect(readTokenize('Hi you', { tokens: [{ id: 5, piece: 'Hi' }, { id: 9, piece: ' you' }] })).toEqual([
+    expect(
+      readTokenize('Hi you', {
+        tokens: [
+          { id: 5, piece: 'Hi' },
+          { id: 9, piece: ' you' },
+        ],
+      }),
+    ).toEqual([
       { id: 5, text: 'Hi', start: 0, stop: 2 },
       { id: 9, text: ' you', start: 2, stop: 6 },
     ]);
-    expect(readTokenize('é', { tokens: [{ id: 1, piece: [195] }, { id: 2, piece: [169] }] })).toEqual([
+    expect(
+      readTokenize('é', {
+        tokens: [
+          { id: 1, piece: [195] },
+          { id: 2, piece: [169] },
+        ],
+      }),
+    ).toEqual([
       { id: 1, text: '', start: 0, stop: 0 },
       { id: 2, text: '', start: 0, stop: 0 },
     ]);

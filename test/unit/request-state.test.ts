@@ -27,14 +27,26 @@ describe('RequestState', () => {
   it('numbers the tokens and ends with the whole result', async () => {
     const { state } = setup();
     state.accept(3);
-    const steps: StepToken[] = [{ id: 1, token: token(1, 'a') }, { id: 1, token: token(2, 'b'), end }];
+    const steps: StepToken[] = [
+      { id: 1, token: token(1, 'a') },
+      { id: 1, token: token(2, 'b'), end },
+    ];
     steps.forEach((step) => state.push(step));
     await expect(state.generation().accepted).resolves.toEqual({ inputLength: 3 });
     const [first, last] = await events(state);
     expect(first).toEqual({ type: 'token', index: 1, token: token(1, 'a') });
     expect(last).toMatchObject({
-      type: 'end', index: 2, generatedText: 'ab', finishReason: 'length', generatedTokens: 2, seed: 9, inputLength: 3,
-      tokens: [], topTokensPerStep: [], prefill: [], timings: { queueMs: 1, inferenceMs: 2, firstTokenMs: 1 },
+      type: 'end',
+      index: 2,
+      generatedText: 'ab',
+      finishReason: 'length',
+      generatedTokens: 2,
+      seed: 9,
+      inputLength: 3,
+      tokens: [],
+      topTokensPerStep: [],
+      prefill: [],
+      timings: { queueMs: 1, inferenceMs: 2, firstTokenMs: 1 },
     });
   });
 

@@ -18,7 +18,15 @@ import {
 import type { SamplingParams } from '../../src/types.js';
 
 const GREEDY: SamplingParams = {
-  doSample: false, temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, seed: 0,
+  doSample: false,
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  typicalP: 1,
+  repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: 0,
 };
 const NO_HISTORY: TokenHistory = { counts: new Map(), total: 0, generated: new Set() };
 
@@ -121,7 +129,15 @@ describe('logits processors on handcrafted rows', () => {
 
   it('buildLogitsPipeline switches on what differs from neutral, in TGI order', () => {
     expect(buildLogitsPipeline(GREEDY)).toHaveLength(0);
-    const all = buildLogitsPipeline({ ...GREEDY, repetitionPenalty: 2, frequencyPenalty: 1, temperature: 0.5, topK: 2, topP: 0.9, typicalP: 0.9 });
+    const all = buildLogitsPipeline({
+      ...GREEDY,
+      repetitionPenalty: 2,
+      frequencyPenalty: 1,
+      temperature: 0.5,
+      topK: 2,
+      topP: 0.9,
+      typicalP: 0.9,
+    });
     expect(all).toHaveLength(6);
     // A seen token's logit 4: repetition → 2, frequency (1 × 1/1) → 1, temperature 0.5 → 2.
     // Any other order gives 3 (temperature first: 8 → 4 → 3; frequency first: 3 → 1.5 → 3).
@@ -217,9 +233,15 @@ describe('createSequenceSampler invariants under random settings', () => {
     const pick = <T>(options: T[]): T => options[Math.floor(random() * options.length)];
     for (let trial = 0; trial < 300; trial++) {
       const params: SamplingParams = {
-        doSample: random() < 0.5, seed: trial, temperature: pick([1, 0.7, 1.5, 1e-30, 1e30]), topK: pick([0, 1, 3, 100, 200]),
-        topP: pick([1, 0.9, 0.5, 1e-9]), typicalP: pick([1, 0.95, 0.2]), repetitionPenalty: pick([1, 1.3, 1e-30, 1e30]),
-        frequencyPenalty: pick([0, 2, -2]), presencePenalty: pick([0, 1.5, -2]),
+        doSample: random() < 0.5,
+        seed: trial,
+        temperature: pick([1, 0.7, 1.5, 1e-30, 1e30]),
+        topK: pick([0, 1, 3, 100, 200]),
+        topP: pick([1, 0.9, 0.5, 1e-9]),
+        typicalP: pick([1, 0.95, 0.2]),
+        repetitionPenalty: pick([1, 1.3, 1e-30, 1e30]),
+        frequencyPenalty: pick([0, 2, -2]),
+        presencePenalty: pick([0, 1.5, -2]),
       };
       const row = Float32Array.from({ length: 150 }, () => (random() < 0.05 ? -Infinity : (random() - 0.5) * pick([1, 20, 1e6])));
       const sampler = createSequenceSampler(params, [0, 1, 2, 2, 3]);
@@ -247,7 +269,8 @@ describe('logSoftmaxAt', () => {
     const random = createRng(5);
     const row = Float32Array.from({ length: 4096 }, () => (random() - 0.5) * 200);
     const logZ = logsumexp(Array.from(row));
-    for (const id of [0, 17, 4095]) expect(Math.abs(logSoftmaxAt(row, id) - (row[id] - logZ))).toBeLessThan(1e-12 * Math.max(1, Math.abs(row[id] - logZ)));
+    for (const id of [0, 17, 4095])
+      expect(Math.abs(logSoftmaxAt(row, id) - (row[id] - logZ))).toBeLessThan(1e-12 * Math.max(1, Math.abs(row[id] - logZ)));
   });
 });
 

@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DONE_FRAME,
-  KEEP_ALIVE_FRAME,
-  SSE_HEADERS,
-  formatSseFrame,
-  openaiJsonFrame,
-  tgiJsonFrame,
-} from '../../src/protocol/sse.js';
+import { DONE_FRAME, KEEP_ALIVE_FRAME, SSE_HEADERS, formatSseFrame, openaiJsonFrame, tgiJsonFrame } from '../../src/protocol/sse.js';
 
 describe('formatSseFrame', () => {
   it('writes one data line and a blank line, with a space by default', () => {
@@ -27,9 +20,7 @@ describe('formatSseFrame', () => {
   });
 
   it('writes event, id and retry before the data, in the chosen style', () => {
-    expect(formatSseFrame({ event: 'error', id: '7', retry: 1000, data: 'x' })).toBe(
-      'event: error\nid: 7\nretry: 1000\ndata: x\n\n',
-    );
+    expect(formatSseFrame({ event: 'error', id: '7', retry: 1000, data: 'x' })).toBe('event: error\nid: 7\nretry: 1000\ndata: x\n\n');
     expect(formatSseFrame({ event: 'error', id: '7', data: 'x' }, { space: false })).toBe('event:error\nid:7\ndata:x\n\n');
   });
 

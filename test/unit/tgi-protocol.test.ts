@@ -1,13 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GenerationError, type InferenceError, OverloadedError, ValidationError } from '../../src/errors.js';
-import {
-  parseTgiGenerateBody,
-  tgiErrorBody,
-  tgiGenerateResponse,
-  tgiStreamEvent,
-  tgiTokenizeResponse,
-} from '../../src/protocol/tgi.js';
+import { parseTgiGenerateBody, tgiErrorBody, tgiGenerateResponse, tgiStreamEvent, tgiTokenizeResponse } from '../../src/protocol/tgi.js';
 import { endOf, eosSequence, lengthSequence, TOP } from '../fixtures/sse/events.js';
 
 const golden = (name: string) => readFileSync(new URL(`../fixtures/sse/${name}`, import.meta.url), 'utf8');
@@ -44,7 +38,9 @@ describe('tgiStreamEvent: /generate_stream golden streams', () => {
     const [first] = lengthSequence();
     const token = { ...first.token, extra: 1 } as typeof first.token;
     const frame = tgiStreamEvent({ ...first, token }, { details: false, returnFullText: false });
-    expect(frame).toBe('data:{"index":1,"token":{"id":10,"text":" Hello","logprob":-0.25,"special":false},"generated_text":null,"details":null}\n\n');
+    expect(frame).toBe(
+      'data:{"index":1,"token":{"id":10,"text":" Hello","logprob":-0.25,"special":false},"generated_text":null,"details":null}\n\n',
+    );
   });
 
   it('needs the prompt for return_full_text', () => {
@@ -56,9 +52,7 @@ describe('tgiStreamEvent: /generate_stream golden streams', () => {
 describe('tgiGenerateResponse: /generate body', () => {
   it('is only generated_text without details', () => {
     const end = endOf(lengthSequence());
-    expect(JSON.stringify(tgiGenerateResponse(end, { details: false, returnFullText: false }))).toBe(
-      '{"generated_text":" Hello café"}',
-    );
+    expect(JSON.stringify(tgiGenerateResponse(end, { details: false, returnFullText: false }))).toBe('{"generated_text":" Hello café"}');
   });
 
   it('has details with prefill and tokens, and no top_tokens when there are none', () => {
