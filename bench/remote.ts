@@ -17,7 +17,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureFixtureModel } from '../src/fixture/index.js';
 import { post, sseFrames } from '../test/conformance/http-client.js';
-import { startServe, type ServeProcess } from '../test/support/serve-process.js';
+import { startServe, startServes, type ServeProcess } from '../test/support/serve-process.js';
 
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 const NEW_TOKENS = QUICK ? 16 : 48;
@@ -58,7 +58,7 @@ async function drive(urls: string[]): Promise<number> {
 
 /** Two upstreams of `model` and a router in front of them; closed together. */
 async function fleet(model: string): Promise<{ upstreams: ServeProcess[]; router: ServeProcess; close(): Promise<void> }> {
-  const upstreams = await Promise.all([0, 1].map(() => startServe(['--model', model, '--threads', '1'])));
+  const upstreams = await startServes(2, ['--model', model, '--threads', '1']);
   const router = await startServe(upstreams.flatMap((u) => ['--upstream', u.url])).catch(async (error: unknown) => {
     await Promise.all(upstreams.map((u) => u.close()));
     throw error;

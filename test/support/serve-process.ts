@@ -45,7 +45,10 @@ export async function startServe(args: string[], port = 0): Promise<ServeProcess
     const deadline = Date.now() + 60_000;
     let match: RegExpExecArray | null = null;
     while (!(match = /Serving \S+ at (http:\/\/127\.0\.0\.1:\d+)/.exec(output))) {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`serve did not start:\n${output}`);
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`serve did not start:\n${output}`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     url = match[1];
@@ -78,7 +81,12 @@ export async function startServe(args: string[], port = 0): Promise<ServeProcess
   };
 }
 
-/** Starts several at once (they load their models in parallel). */
-export function startServes(count: number, args: string[]): Promise<ServeProcess[]> {
-  return Promise.all(Array.from({ length: count }, () => startServe(args)));
+/** Starts several at once (they load their models in parallel); if one fails, the others are stopped. */
+export async function startServes(count: number, args: string[]): Promise<ServeProcess[]> {
+  const started = await Promise.allSettled(Array.from({ length: count }, () => startServe(args)));
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  if (!failed) return running;
+  await Promise.all(running.map((p) => p.close()));
+  throw failed.reason;
 }
