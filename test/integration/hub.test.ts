@@ -225,7 +225,8 @@ describe('two processes at once', () => {
     await until(() => hub.requests.filter((r) => r.path.includes('/tree/')).length === 2 || child.exitCode !== null);
     release();
     const [{ dir }, [code]] = await Promise.all([here, once(child, 'exit')]);
-    expect({ code, stderr }).toEqual({ code: 0, stderr: expect.stringContaining('Downloaded acme/tiny') });
+    // Whether the child prints a progress line depends on who finishes first; what matters is one body.
+    expect(code, stderr).toBe(0);
     expect(stdout.trim()).toBe(dir);
     const bodies = hub.requests.filter((r) => r.path === '/cdn/acme/tiny/onnx/model_q4.onnx' && r.range !== 'bytes=0-0');
     expect(bodies).toHaveLength(1);

@@ -3,6 +3,8 @@
  * onnxruntime-node: the KV cache changes nothing, padding changes nothing, and the variants compute
  * the same function as the default model.
  */
+// This file runs onnxruntime in the test process, so it needs what the engine's worker does on Node 24+.
+import '../../src/engine/float16-off.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
