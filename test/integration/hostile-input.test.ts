@@ -15,6 +15,7 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
 import { eventually, frameJson, readSse } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
+import { TGI_PARAMETERS } from '../support/tgi-parameters.js';
 
 type Family = 'tgi' | 'openai';
 
@@ -95,27 +96,6 @@ const BAD_BODIES: Record<string, string | Buffer> = {
   'inputs under constructor.prototype': '{"constructor":{"prototype":{"inputs":"Hi","prompt":"Hi"}}}',
 };
 
-const TGI_PARAMETERS = [
-  'best_of',
-  'temperature',
-  'repetition_penalty',
-  'frequency_penalty',
-  'top_k',
-  'top_p',
-  'typical_p',
-  'do_sample',
-  'max_new_tokens',
-  'return_full_text',
-  'stop',
-  'truncate',
-  'watermark',
-  'details',
-  'decoder_input_details',
-  'seed',
-  'top_n_tokens',
-  'grammar',
-  'adapter_id',
-];
 const OPENAI_SHARED = [
   'model',
   'n',

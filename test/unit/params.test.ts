@@ -3,6 +3,7 @@ import { ValidationError } from '../../src/errors.js';
 import type { GrammarSpec } from '../../src/grammar/index.js';
 import { checkTokenBudget, validateParameters, type ValidateOptions } from '../../src/params.js';
 import type { GenerateParameters, ValidationLimits } from '../../src/types.js';
+import { TGI_PARAMETERS } from '../support/tgi-parameters.js';
 
 const LIMITS: ValidationLimits = { maxBestOf: 1, maxStopSequences: 4, maxTopNTokens: 5, maxInputTokens: 1023, maxTotalTokens: 1024 };
 const PLAIN: ValidateOptions = { stream: false };
@@ -282,27 +283,7 @@ describe('validateParameters: wrong JSON types are ValidationErrors naming the f
   });
 
   it('fuzz: every field × odd values gives a result or a ValidationError, never another error', () => {
-    const fields = [
-      'best_of',
-      'temperature',
-      'repetition_penalty',
-      'frequency_penalty',
-      'top_k',
-      'top_p',
-      'typical_p',
-      'do_sample',
-      'max_new_tokens',
-      'return_full_text',
-      'stop',
-      'truncate',
-      'watermark',
-      'details',
-      'decoder_input_details',
-      'seed',
-      'top_n_tokens',
-      'grammar',
-      'adapter_id',
-    ];
+    const fields = TGI_PARAMETERS;
     const values = [
       null,
       undefined,

@@ -1,0 +1,22 @@
+/** The fields of TGI's `GenerateParameters`, in its struct's order: what hostile-input and fuzz tests walk. */
+export const TGI_PARAMETERS = [
+  'best_of',
+  'temperature',
+  'repetition_penalty',
+  'frequency_penalty',
+  'top_k',
+  'top_p',
+  'typical_p',
+  'do_sample',
+  'max_new_tokens',
+  'return_full_text',
+  'stop',
+  'truncate',
+  'watermark',
+  'details',
+  'decoder_input_details',
+  'seed',
+  'top_n_tokens',
+  'grammar',
+  'adapter_id',
+];
