@@ -231,7 +231,7 @@ export class GenerationLoop {
       this.skipProposals -= 1;
       return [];
     }
-    const proposal = proposeTokens([...sequence.promptIds, ...sequence.generated], k);
+    const proposal = proposeTokens(sequence.promptIds, sequence.generated, k);
     // GroupQueryAttention's rotary table bounds the cache's width (see compact).
     if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens)
       return [];
