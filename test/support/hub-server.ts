@@ -33,8 +33,16 @@ export interface LoggedRequest {
   authorization: string | null;
 }
 
-/** Cut the connection after some bytes (`times` over); flip every byte; spread the body over a time; send some bytes, then wait for `release`. */
-type Fault = { cutAfter: number; times?: number } | { corrupt: true } | { slowMs: number } | { holdAfter: number; release: Promise<void> };
+/**
+ * Cut the connection after some bytes (`times` over; `settle` delays the cut until it resolves, given
+ * the file offset the bytes sent end at); flip every byte; spread the body over a time; send some
+ * bytes, then wait for `release`.
+ */
+type Fault =
+  | { cutAfter: number; times?: number; settle?: (end: number) => Promise<void> }
+  | { corrupt: true }
+  | { slowMs: number }
+  | { holdAfter: number; release: Promise<void> };
 
 const LFS = /\.(onnx|onnx_data|bin|safetensors|gguf)$/;
 
@@ -220,8 +228,10 @@ export class FakeHub {
     else if (fault && 'times' in fault) fault.times!--;
     if (fault && 'corrupt' in fault) body = Buffer.from(body.map((b) => b ^ 0xff));
     if (fault && 'cutAfter' in fault) {
-      // A FIN, not a reset: the client gets every byte written before the connection ends early.
-      res.write(body.subarray(0, fault.cutAfter), () => res.socket?.end());
+      // A FIN, not a reset. fetch() drops the chunks it has queued but not handed over when the body
+      // ends early, so a test that needs bytes on disk before the cut waits for them with `settle`.
+      const sent = body.subarray(0, fault.cutAfter);
+      res.write(sent, () => void (fault.settle?.(start + sent.length) ?? Promise.resolve()).then(() => res.socket?.end()));
       return;
     }
     if (fault && 'holdAfter' in fault) {
