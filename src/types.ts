@@ -305,6 +305,8 @@ export interface ModelInfo {
     rowCoupling: string | null;
   };
   /** The ONNX graph as read from the file: inputs, outputs, node counts per operator, external data files. */
+    /** Decode passes write new keys into a pre-allocated cache instead of copying it (GroupQueryAttention's shared buffer). */
+    inPlace: boolean;
   graph: { inputs: string[]; outputs: string[]; opTypes: Record<string, number>; externalData: string[] };
   /** KV-cache bytes one token of one sequence holds. */
   kvBytesPerToken: number;

@@ -21,6 +21,8 @@ export interface AttentionPlan {
   layout: CacheLayout;
   /** A cap on rows per forward pass that the family imposes. */
   maxRows: number | null;
+  /** Passes write new keys into the cache in place (GroupQueryAttention's shared buffer, probed at load). */
+  inPlace?: boolean;
 }
 
 export const FAMILY_NOTES: Record<AttentionFamily, string> = {

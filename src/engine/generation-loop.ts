@@ -203,6 +203,7 @@ export class GenerationLoop {
     const rows = batch.rowIds.map((id) => this.running.get(id));
     const proposal = rows.length === 1 && rows[0] ? this.proposal(rows[0]) : [];
     if (proposal.length > 0) return this.verify(rows[0]!, proposal);
+    if (this.model.attention.inPlace) batch.reserve(1, this.contextTokens);
     const { logits, present } = await this.model.forward(batch.decodeInputs(rows.map((s) => s?.lastToken ?? null)));
     batch.advance(present);
     const tokens: StepToken[] = [];
@@ -233,7 +234,7 @@ export class GenerationLoop {
     }
     const proposal = proposeTokens(sequence.promptIds, sequence.generated, k);
     // GroupQueryAttention's rotary table bounds the cache's width (see compact).
-    if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.width + proposal.length + 1 > this.contextTokens)
+    if (proposal.length > 0 && this.model.attention.layout === 'right' && this.batch!.longest + proposal.length + 1 > this.contextTokens)
       return [];
     return proposal;
   }
@@ -241,6 +242,7 @@ export class GenerationLoop {
   /** One pass over the lone row's last token and `proposal`: see the class comment. */
   private async verify(sequence: Sequence, proposal: number[]): Promise<void> {
     const batch = this.batch!;
+    if (this.model.attention.inPlace) batch.reserve(1 + proposal.length, this.contextTokens);
     const { logits, present } = await this.model.forward(batch.verifyInputs([sequence.lastToken, ...proposal]));
     const tokens: StepToken[] = [];
     for (let j = 0; j <= proposal.length && !sequence.finished; j++) {
@@ -270,8 +272,9 @@ export class GenerationLoop {
     if (this.running.size === 0) return void (this.batch = null);
     if (dead === 0) return void (this.stepsWithDeadRows = 0);
     this.stepsWithDeadRows += 1;
-    // GroupQueryAttention's rotary table bounds the batch's width, which a finished row would widen.
-    const tooWide = this.model.attention.layout === 'right' && batch.width >= this.contextTokens;
+    // GroupQueryAttention's rotary table bounds the batch's width, which a finished row would widen
+    // (unless written in place, where a finished row restarts at column 0).
+    const tooWide = this.model.attention.layout === 'right' && !batch.inPlace && batch.width >= this.contextTokens;
     if (tooWide || dead * 2 >= batch.size || this.stepsWithDeadRows >= DEAD_ROW_STEPS) {
       batch.filter(this.liveIds());
       this.stepsWithDeadRows = 0;

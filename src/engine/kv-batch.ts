@@ -19,11 +19,17 @@ import type { ForwardInputs } from './model-session.js';
  *   `ReduceSum(attention_mask) - 1`). The width is the longest row.
  *
  * A decode step hands the `present.*` outputs back in as the next past without a copy; copies happen
- * only when rows join or leave (`merge`).
+ * only when rows join or leave (`merge`). In the `right` layout the tensors can also be wider than
+ * the rows (`reserve`): GroupQueryAttention then writes each pass's new keys into them in place (its
+ * shared past/present buffer, `inPlace`), so the graph no longer concatenates the whole cache into
+ * fresh `present.*` tensors every step; only growing past the reserved width copies.
  */
 export type CacheLayout = 'left' | 'anchored' | 'right';
 
 export type KvData = Float32Array | Uint16Array;
+
+/** Columns reserved past the longest row when an in-place cache is (re)allocated: a copy every this many steps at most. */
+const MIN_HEADROOM = 64;
 
 export class KvBatch {
   private constructor(
@@ -37,6 +43,11 @@ export class KvBatch {
     public kv: ort.Tensor[],
   ) {}
 
+  /** Whether passes write into `kv` in place (see `reserve`); the tensors are then `width` wide, more than any row. */
+  inPlace = false;
+  /** The widest an in-place cache may grow: GroupQueryAttention's rotary table has no more rows. */
+  private maxWidth = 0;
+
   /** The rows a prefill produced: row r's tokens are columns `[starts[r], starts[r] + lengths[r])` of `present`. */
   static fromPrefill(layout: CacheLayout, rowIds: number[], starts: number[], lengths: number[], present: ort.Tensor[]): KvBatch {
     return new KvBatch(layout, [...rowIds], [...starts], [...lengths], present[0].dims[2], present);
@@ -46,6 +57,30 @@ export class KvBatch {
     return this.rowIds.length;
   }
 
+  /** The most tokens any row has cached. */
+  get longest(): number {
+    return this.lengths.reduce((a, b) => Math.max(a, b), 0);
+  }
+
+  /**
+   * Makes the next pass write in place: the tensors get room for `columns` more tokens on every row,
+   * re-allocated (one copy, with headroom so it is rare) only when they lack it. `right` layout only;
+   * `maxWidth` bounds the width (the model's context).
+   */
+  reserve(columns: number, maxWidth: number): void {
+    if (this.layout !== 'right') throw new Error('only right-padded rows can be written in place');
+    const need = this.longest + columns;
+    if (this.inPlace && need <= this.width) return;
+    if (need > maxWidth) throw new Error(`a pass over ${need} columns exceeds the model's ${maxWidth}`);
+    this.maxWidth = maxWidth;
+    this.inPlace = true;
+    this.copy([...this.rowIds.keys()], null, this.roomyWidth(need));
+  }
+
+  private roomyWidth(need: number): number {
+    return Math.min(this.maxWidth, need + Math.max(MIN_HEADROOM, need >> 1));
+  }
+
   /**
    * Inputs of one decode step: each row's last token at its own next position. A null token marks a
    * finished row still in the cache: its output is ignored, and it gets position 0 where the layout
@@ -53,12 +88,15 @@ export class KvBatch {
    */
   decodeInputs(lastTokens: readonly (number | null)[]): ForwardInputs {
     const batch = this.size;
-    const total = this.width + 1;
+    // In place, the mask spans the whole buffer: GroupQueryAttention then takes it as the present's width.
+    const total = this.inPlace ? this.width : this.width + 1;
     const attentionMask = new BigInt64Array(batch * total);
     const positionIds = new BigInt64Array(batch);
     const inputIds = new BigInt64Array(batch);
     for (let r = 0; r < batch; r++) {
       const token = lastTokens[r];
+      // A finished row starts over at column 0, so that it never needs room.
+      if (this.inPlace && token === null) this.lengths[r] = 0;
       if (this.layout === 'right') {
         // GroupQueryAttention writes the new key at index sum(mask) - 1 of the row: its own length.
         attentionMask.fill(1n, r * total, r * total + (token === null ? 1 : this.lengths[r] + 1));
@@ -69,7 +107,7 @@ export class KvBatch {
       positionIds[r] = BigInt(this.lengths[r]);
       inputIds[r] = BigInt(token);
     }
-    return { batch, seqLen: 1, inputIds, attentionMask, positionIds, past: this.kv };
+    return { batch, seqLen: 1, inputIds, attentionMask, positionIds, past: this.kv, inPlace: this.inPlace };
   }
 
   /**
@@ -80,13 +118,13 @@ export class KvBatch {
     if (this.size !== 1 || this.layout === 'anchored')
       throw new Error('a multi-token pass needs a one-row batch in the left or right layout');
     const seqLen = tokens.length;
-    const total = this.width + seqLen;
+    const total = this.inPlace ? this.width : this.width + seqLen;
     const attentionMask = new BigInt64Array(total);
     if (this.layout === 'right') attentionMask.fill(1n, 0, this.lengths[0] + seqLen);
     else attentionMask.fill(1n, this.starts[0], total);
     const positionIds = BigInt64Array.from(tokens, (_, j) => BigInt(this.lengths[0] + j));
     const inputIds = BigInt64Array.from(tokens, (t) => BigInt(t));
-    return { batch: 1, seqLen, inputIds, attentionMask, positionIds, past: this.kv };
+    return { batch: 1, seqLen, inputIds, attentionMask, positionIds, past: this.kv, inPlace: this.inPlace };
   }
 
   /**
@@ -95,6 +133,11 @@ export class KvBatch {
    * `kept` decode steps would have left.
    */
   advanceBy(present: ort.Tensor[], kept: number): void {
+    if (this.inPlace) {
+      // The rejected tokens' keys stay behind the row's length, to be overwritten.
+      this.lengths[0] += kept;
+      return;
+    }
     const fed = present[0].dims[2] - this.width;
     const width = this.width + kept;
     this.kv =
@@ -112,8 +155,10 @@ export class KvBatch {
 
   /** Takes a decode step's `present.*` as the new cache (one column wider, every row one token longer). */
   advance(present: ort.Tensor[]): void {
-    this.kv = present;
-    this.width = present[0].dims[2];
+    if (!this.inPlace) {
+      this.kv = present;
+      this.width = present[0].dims[2];
+    }
     for (let r = 0; r < this.lengths.length; r++) this.lengths[r] += 1;
   }
 
@@ -123,31 +168,40 @@ export class KvBatch {
   }
 
   /**
-   * Keeps the rows in `keep` and appends `other`'s, in one copy: the only place the cache is copied.
+   * Keeps the rows in `keep` and appends `other`'s, in one copy (made only if something changes).
    * `other` must have the same layout and must not be used afterwards.
    */
   merge(keep: ReadonlySet<number>, other: KvBatch | null): void {
     const rows = this.rowIds.map((id, r) => (keep.has(id) ? r : -1)).filter((r) => r >= 0);
     const incoming = other?.size ?? 0;
     if (rows.length === 0) return this.adopt(other);
-    const sources = [
-      ...rows.map((r) => ({ batch: this as KvBatch, r })),
-      ...Array.from({ length: incoming }, (_, r) => ({ batch: other!, r })),
-    ];
-    const longest = Math.max(...sources.map(({ batch, r }) => batch.lengths[r]));
+    const longest = Math.max(...rows.map((r) => this.lengths[r]), other?.longest ?? 0);
     if (this.layout === 'anchored' && other && other.width !== this.width) {
       throw new Error(`anchored rows must join at the batch's width (${this.width}), not ${other.width}`);
     }
-    const width = this.layout === 'anchored' ? this.width : longest;
-    const startOf = ({ batch, r }: { batch: KvBatch; r: number }): number =>
-      this.layout === 'anchored' ? batch.starts[r] : this.layout === 'right' ? 0 : width - batch.lengths[r];
+    // An in-place cache that still has room for its rows keeps its width.
+    const keepsWidth = this.layout === 'anchored' || (this.inPlace && longest < this.width);
+    const width = keepsWidth ? this.width : this.inPlace ? this.roomyWidth(longest + 1) : longest;
     const unchanged =
       incoming === 0 &&
       rows.length === this.size &&
       width === this.width &&
-      rows.every((r) => startOf({ batch: this, r }) === this.starts[r]);
-    if (unchanged) return;
+      rows.every((r) => this.startOf(this, r, width) === this.starts[r]);
+    if (!unchanged) this.copy(rows, other, width);
+  }
 
+  /** Where row `r` of `batch` starts in a cache `width` columns wide. */
+  private startOf(batch: KvBatch, r: number, width: number): number {
+    return this.layout === 'anchored' ? batch.starts[r] : this.layout === 'right' ? 0 : width - batch.lengths[r];
+  }
+
+  /** Re-allocates the cache `width` wide with this batch's rows `rows`, then all of `other`'s. */
+  private copy(rows: number[], other: KvBatch | null, width: number): void {
+    const sources = [
+      ...rows.map((r) => ({ batch: this as KvBatch, r })),
+      ...Array.from({ length: other?.size ?? 0 }, (_, r) => ({ batch: other!, r })),
+    ];
+    const startOf = ({ batch, r }: { batch: KvBatch; r: number }): number => this.startOf(batch, r, width);
     this.kv = this.kv.map((tensor, i) => {
       const [, heads, , dim] = tensor.dims;
       const data = allocLike(tensor.data as KvData, sources.length * heads * width * dim);
@@ -167,8 +221,9 @@ export class KvBatch {
     this.width = width;
   }
 
-  /** Becomes `other` (or empty) without a copy. */
+  /** Becomes `other` (or empty) without a copy; a prefill's rows are not in place until the next `reserve`. */
   private adopt(other: KvBatch | null): void {
+    this.inPlace = false;
     this.rowIds.splice(0, this.rowIds.length, ...(other?.rowIds ?? []));
     this.starts.splice(0, this.starts.length, ...(other?.starts ?? []));
     this.lengths.splice(0, this.lengths.length, ...(other?.lengths ?? []));

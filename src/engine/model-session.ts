@@ -18,6 +18,8 @@ export interface ForwardInputs {
   past: ort.Tensor[];
   /** Positions (from the end) whose logits are needed, where the graph can skip the rest; 0 = all. */
   logitsToKeep?: number;
+  /** The pass writes its new keys into `past` (bound as the `present.*` outputs) instead of returning a new cache. */
+  inPlace?: boolean;
 }
 
 /**
@@ -137,8 +139,35 @@ export class ModelSession {
     }
     const model = new ModelSession(session, file, config);
     const family = attentionFamilyFromGraph(opTypes, session.inputNames);
-    model.attention = planFor(family === 'probe' ? await model.probePositions() : family);
+    const plan = planFor(family === 'probe' ? await model.probePositions() : family);
+    model.attention = { ...plan, inPlace: plan.layout === 'right' && (await model.probeInPlace()) };
     return model;
+  }
+
+  /**
+   * Whether GroupQueryAttention writes a decode step's keys into a wider past bound as its present
+   * (its shared-buffer mode, as onnxruntime-genai runs it) with the logits it gives when it
+   * concatenates. Only exported graphs whose `present.*` come straight from the op can; any other
+   * answer keeps the copying path.
+   */
+  private async probeInPlace(): Promise<boolean> {
+    const prompt = await this.forward({
+      batch: 1,
+      seqLen: 2,
+      inputIds: BigInt64Array.of(1n, 2n),
+      attentionMask: BigInt64Array.of(1n, 1n),
+      positionIds: BigInt64Array.of(0n, 1n),
+      past: this.emptyPast(1),
+    });
+    const step = { batch: 1, seqLen: 1, inputIds: BigInt64Array.of(3n), positionIds: BigInt64Array.of(2n) };
+    const copied = await this.forward({ ...step, attentionMask: BigInt64Array.of(1n, 1n, 1n), past: prompt.present });
+    const buffer = this.widen(prompt.present, 4);
+    try {
+      const inPlace = await this.forward({ ...step, attentionMask: BigInt64Array.of(1n, 1n, 1n, 0n), past: buffer, inPlace: true });
+      return this.sameLogits(copied.logits.at(0, 0), inPlace.logits.at(0, 0));
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -165,27 +194,30 @@ export class ModelSession {
         past,
       });
     const alone = (await decode(prompt.present, [1n, 1n, 1n])).logits.at(0, 0);
-    const shifted = (await decode(this.shiftRight(prompt.present), [0n, 1n, 1n, 1n])).logits.at(0, 0);
-    let scale = 0;
-    let diff = 0;
-    for (let i = 0; i < alone.length; i++) {
-      scale = Math.max(scale, Math.abs(alone[i]));
-      diff = Math.max(diff, Math.abs(alone[i] - shifted[i]));
-    }
-    const tolerance = (this.kvDtype === 'float16' ? 1e-2 : 1e-3) * Math.max(1, scale);
-    return diff <= tolerance ? 'mask-positions' : 'column-positions';
+    const shifted = (await decode(this.widen(prompt.present, 3, 1), [0n, 1n, 1n, 1n])).logits.at(0, 0);
+    return this.sameLogits(alone, shifted) ? 'mask-positions' : 'column-positions';
   }
 
-  /** The same cache behind one more (masked) column. */
-  private shiftRight(past: ort.Tensor[]): ort.Tensor[] {
+  /** The same cache `to` columns wide, its columns from `at` on (masked ones before and after). */
+  private widen(past: ort.Tensor[], to: number, at = 0): ort.Tensor[] {
     return past.map((tensor) => {
       const [rows, heads, width, dim] = tensor.dims;
       const src = kvData(tensor);
-      const out =
-        src instanceof Uint16Array ? new Uint16Array(rows * heads * (width + 1) * dim) : new Float32Array(rows * heads * (width + 1) * dim);
-      for (let h = 0; h < rows * heads; h++) out.set(src.subarray(h * width * dim, (h + 1) * width * dim), (h * (width + 1) + 1) * dim);
-      return new ort.Tensor(tensor.type as 'float32', out, [rows, heads, width + 1, dim]);
+      const out = src instanceof Uint16Array ? new Uint16Array(rows * heads * to * dim) : new Float32Array(rows * heads * to * dim);
+      for (let h = 0; h < rows * heads; h++) out.set(src.subarray(h * width * dim, (h + 1) * width * dim), (h * to + at) * dim);
+      return new ort.Tensor(tensor.type as 'float32', out, [rows, heads, to, dim]);
     });
+  }
+
+  /** Equal up to float rounding (the kernels may sum in another order). */
+  private sameLogits(a: Float32Array, b: Float32Array): boolean {
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < a.length; i++) {
+      scale = Math.max(scale, Math.abs(a[i]));
+      diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    }
+    return diff <= (this.kvDtype === 'float16' ? 1e-2 : 1e-3) * Math.max(1, scale);
   }
 
   get numLayers(): number {
@@ -217,13 +249,20 @@ export class ModelSession {
       feeds[this.logitsToKeepName] = new ort.Tensor('int64', BigInt64Array.of(BigInt(inputs.logitsToKeep ?? 0)), []);
     }
     this.pastNames.forEach((name, i) => (feeds[name] = inputs.past[i]));
-    const out = await this.session.run(feeds);
+    const out = inputs.inPlace ? await this.session.run(feeds, this.inPlaceFetches(inputs.past)) : await this.session.run(feeds);
     const logits = out.logits;
     const [, columns, vocab] = logits.dims;
     return {
       logits: new Logits(logits.data as Float32Array | HalfData, batch, columns, vocab),
-      present: this.presentNames.map((name) => out[name]),
+      present: inputs.inPlace ? inputs.past : this.presentNames.map((name) => out[name]),
     };
+  }
+
+  /** The past tensors bound as the `present.*` outputs: onnxruntime writes into their memory. */
+  private inPlaceFetches(past: ort.Tensor[]): ort.InferenceSession.FetchesType {
+    const fetches: Record<string, ort.Tensor | null> = { logits: null };
+    this.presentNames.forEach((name, i) => (fetches[name] = past[i]));
+    return fetches;
   }
 
   async release(): Promise<void> {

@@ -46,7 +46,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
   const tokenizer = await loadTokenizer(dir);
   const model = await ModelSession.load(onnxFile, config, new Set(Object.keys(graph.opTypes)), options.threads);
   const resolved = resolveConfig(options, config, model);
-  const { family, layout, maxRows } = model.attention;
+  const { family, layout, maxRows, inPlace } = model.attention;
   // Rows that would change each other's tokens run one per pass unless the host accepts that.
   const coupling = rowCoupling(new Set(Object.keys(graph.opTypes)));
   const rowsPerPass = coupling && !options.allowBatchVariance ? 1 : maxRows;
@@ -64,7 +64,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     maxPositionEmbeddings: config.maxPositionEmbeddings,
     eosTokenIds: config.eosTokenIds,
     kvDtype: model.kvDtype,
-    attention: { family, layout, rowCoupling: coupling },
+    attention: { family, layout, rowCoupling: coupling, inPlace: inPlace ?? false },
     graph: { inputs: graph.inputs, outputs: graph.outputs, opTypes: graph.opTypes, externalData: graph.externalData },
     kvBytesPerToken: kvBytesPerToken(model),
     generationDefaults: config.generationDefaults,
