@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { createEngine } from './engine/engine.js';
 import { FAMILY_NOTES } from './engine/attention-family.js';
-import type { Engine, EngineOptions, GenerationEvent, ModelInfo } from './types.js';
+import type { Engine, EngineInfo, EngineOptions, GenerationEvent, ModelInfo } from './types.js';
 
 /** Prompts of different lengths, so the batched rows are padded and join at different steps. */
 const PROMPTS = [
@@ -90,11 +90,21 @@ export async function describeModel(info: ModelInfo, print: (line: string) => vo
   print(`Chat       ${info.hasChatTemplate ? 'chat template found' : 'no chat template: /v1/chat/completions answers 422'}`);
 }
 
+/** `createEngine` loads a local ONNX model, whose info has its files and graph; only a remote engine's lacks them. */
+function onnxInfo(info: EngineInfo): ModelInfo {
+  const { modelDir, onnxFile, kvDtype, attention, graph, kvBytesPerToken } = info;
+  if (modelDir === undefined || onnxFile === undefined || kvDtype === undefined || !attention || !graph || kvBytesPerToken === undefined) {
+    throw new TypeError('check: the engine has no local ONNX model to describe');
+  }
+  return { ...info, modelDir, onnxFile, kvDtype, attention, graph, kvBytesPerToken };
+}
+
 /** Loads the model, prints what it found, then runs the batching self-test. */
 export async function checkModel(options: EngineOptions, print: (line: string) => void, tokens = 16): Promise<CheckReport> {
   const engine = await createEngine(options);
   try {
-    await describeModel(engine.info, print);
+    const info = onnxInfo(engine.info);
+    await describeModel(info, print);
     print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins (greedy, ${tokens} tokens each):`);
     const alone: number[][] = [];
     for (const prompt of PROMPTS) alone.push(await greedy(engine, prompt, tokens));
@@ -107,7 +117,7 @@ export async function checkModel(options: EngineOptions, print: (line: string) =
     });
     const ok = mismatches.every((at) => at === null);
     print(ok ? 'Result     batched equals alone' : 'Result     batched DIFFERS from alone: please report this model');
-    return { info: engine.info, mismatches, ok };
+    return { info, mismatches, ok };
   } finally {
     await engine.close();
   }

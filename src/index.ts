@@ -43,6 +43,7 @@ export type {
   Dtype,
   EndEvent,
   Engine,
+  EngineInfo,
   EngineOptions,
   EngineStats,
   FinishReason,

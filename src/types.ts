@@ -321,6 +321,15 @@ export interface ModelInfo {
   prefixCacheBytes?: number;
 }
 
+/** The fields of `ModelInfo` that only a local ONNX model has: its files, its graph and its cache. */
+export type OnnxModelField = 'modelDir' | 'onnxFile' | 'kvDtype' | 'attention' | 'graph' | 'kvBytesPerToken';
+
+/**
+ * What any engine tells of its model (`engine.info`): all of `ModelInfo` for a local engine; a
+ * remote engine's model lives on other servers, so the ONNX fields are absent there.
+ */
+export type EngineInfo = Omit<ModelInfo, OnnxModelField> & Partial<Pick<ModelInfo, OnnxModelField>>;
+
 /** Live counters of the scheduler. */
 export interface EngineStats {
   queueSize: number;
@@ -368,7 +377,7 @@ export interface CloseOptions {
 
 /** The engine as everything above it (HTTP handler, adapters, users) sees it. */
 export interface Engine {
-  readonly info: ModelInfo;
+  readonly info: EngineInfo;
   /** Generate from a prompt. Errors (validation, cancellation, failures) are thrown from `accepted` and from the iteration. */
   generate(request: GenerateRequest, options?: GenerateOptions): Generation;
   /** Generate from chat messages rendered with the model's chat template. */

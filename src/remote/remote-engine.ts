@@ -32,7 +32,7 @@ import type {
   GenerateRequest,
   Generation,
   GenerationEvent,
-  ModelInfo,
+  EngineInfo,
   TokenizedToken,
   ValidatedParameters,
   ValidationLimits,
@@ -90,9 +90,6 @@ export interface UpstreamStatus {
 
 type CallFor = (upstream: Upstream) => UpstreamCall;
 
-/** What only a local ONNX model has. */
-type LocalModelField = 'modelDir' | 'onnxFile' | 'kvDtype' | 'attention' | 'graph' | 'kvBytesPerToken';
-
 /** How a request's attempts went, to choose its error when none succeeded. */
 interface Tally {
   overloaded: boolean;
@@ -100,7 +97,7 @@ interface Tally {
 }
 
 export class RemoteEngine implements Engine {
-  info!: ModelInfo;
+  info!: EngineInfo;
   private readonly upstreams: Upstream[];
   private readonly metrics: UpstreamMetrics;
   private modelId: string | null;
@@ -251,7 +248,7 @@ export class RemoteEngine implements Engine {
   }
 
   /** What the mount shows at `/info`: the smallest limits of the upstreams that answered, and their summed size. */
-  private describe(): ModelInfo {
+  private describe(): EngineInfo {
     const found = this.upstreams.map((u) => u.discovery).filter((d): d is Discovery => d !== null);
     const limits = { ...DEFAULT_LIMITS };
     for (const key of Object.keys(limits) as Array<keyof ValidationLimits>) {
@@ -261,7 +258,7 @@ export class RemoteEngine implements Engine {
     }
     Object.assign(limits, this.options.limits);
     const sum = (pick: (u: Upstream) => number | null) => this.upstreams.reduce((total, u) => total + (pick(u) ?? 0), 0);
-    const info: Omit<ModelInfo, LocalModelField> = {
+    return {
       modelId: this.modelId ?? found[0].modelId,
       modelType: 'remote',
       vocabSize: 0,
@@ -273,8 +270,6 @@ export class RemoteEngine implements Engine {
       maxBatchPrefillTokens: 0,
       maxBatchTotalTokens: sum((u) => u.discovery?.maxBatchTotalTokens ?? null),
     };
-    // The fields that describe a local ONNX model have nothing to say about a remote one.
-    return info as ModelInfo;
   }
 
   /** Validates and registers one request, then runs it in the background; validation errors reject `accepted`. */

@@ -176,7 +176,7 @@ describe('engine.generate', () => {
 });
 
 describe('model variants', () => {
-  async function greedy(dir: string, dtype?: Dtype): Promise<{ ids: number[]; kvDtype: string }> {
+  async function greedy(dir: string, dtype?: Dtype): Promise<{ ids: number[]; kvDtype: string | undefined }> {
     const variant = await createEngine({ model: dir, dtype });
     try {
       const events = await collect(variant.generate({ inputs: 'Variant check', parameters: { max_new_tokens: 6, do_sample: false } }));

@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEngine } from '../../src/engine/engine.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
-import type { EngineOptions, ModelInfo } from '../../src/types.js';
+import type { EngineInfo, EngineOptions } from '../../src/types.js';
 
 let root: string;
 let reference: number[];
 
-async function greedy(options: EngineOptions): Promise<{ ids: number[]; info: ModelInfo }> {
+async function greedy(options: EngineOptions): Promise<{ ids: number[]; info: EngineInfo }> {
   const engine = await createEngine(options);
   try {
     const ids: number[] = [];

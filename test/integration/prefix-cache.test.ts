@@ -60,7 +60,7 @@ describe.each([
   });
 
   it("reuses a chat's earlier turn and gives the tokens computed without the cache", async () => {
-    expect(cached.info.attention.layout).toBe(layout);
+    expect(cached.info.attention?.layout).toBe(layout);
     expect(cached.info.prefixCacheBytes).toBeGreaterThan(0);
     expect(plain.info.prefixCacheBytes).toBe(0);
     const first = await run(plain, turn1);
