@@ -5,7 +5,12 @@ import { stream } from './measure.js';
 import { type PeerJob, type PeerRunner, runPeerJob } from './peer-job.js';
 
 async function load(job: PeerJob): Promise<PeerRunner> {
-  const engine = await createEngine({ model: job.model, dtype: job.dtype as EngineOptions['dtype'], threads: job.threads });
+  const engine = await createEngine({
+    model: job.model,
+    dtype: job.dtype as EngineOptions['dtype'],
+    threads: job.threads,
+    ...(job.speculativeTokens !== undefined ? { speculativeTokens: job.speculativeTokens } : {}),
+  });
   return {
     tokenCount: async (text) => (await engine.tokenize(text)).length,
     stream: (text, maxNewTokens) => stream(engine, maxNewTokens, text),

@@ -17,6 +17,8 @@ export interface PeerRow {
   model: () => Promise<string>;
   /** Ours: the engine's `dtype`. */
   dtype?: string;
+  /** Ours: the engine's `speculativeTokens` (its default when absent). */
+  speculativeTokens?: number;
   /** Ours: the label of the row its ratios are taken against. */
   versus?: string;
 }
@@ -25,7 +27,11 @@ export interface PeerRow {
  * @example
  * ours('ours q4', () => ensureFixtureModel('bench', { weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' })
  */
-export const ours = (label: string, model: () => Promise<string>, options: { dtype?: string; versus?: string } = {}): PeerRow => ({
+export const ours = (
+  label: string,
+  model: () => Promise<string>,
+  options: { dtype?: string; speculativeTokens?: number; versus?: string } = {},
+): PeerRow => ({
   label,
   system: 'ours',
   model,
@@ -84,6 +90,7 @@ export async function comparePeers(rows: PeerRow[], s: PeerSettings): Promise<Pe
           system: row.system,
           model: models.get(row.label)!,
           dtype: row.dtype,
+          speculativeTokens: row.speculativeTokens,
           threads,
           prompt: s.prompt,
           newTokens: s.newTokens,

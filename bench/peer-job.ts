@@ -14,6 +14,8 @@ export interface PeerJob {
   model: string;
   /** Ours: the engine's `dtype`. */
   dtype?: string;
+  /** Ours: the engine's `speculativeTokens` (its default when absent). */
+  speculativeTokens?: number;
   threads: number;
   prompt: string;
   newTokens: number;

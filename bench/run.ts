@@ -38,6 +38,13 @@ const PEER_ROWS: PeerRow[] = [
     dtype: 'q4',
     versus: 'node-llama-cpp Q4_0',
   }),
+  // The same without prompt-lookup speculation: the fixture's random weights repeat themselves more
+  // than a trained model's text does, so this row is the one-stream speed speculation cannot flatter.
+  ours('ours GQA q4, no speculation', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), {
+    dtype: 'q4',
+    speculativeTokens: 0,
+    versus: 'node-llama-cpp Q4_0',
+  }),
   llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
 ];
 
