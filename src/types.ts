@@ -55,6 +55,8 @@ export interface ChatMessage {
 export interface ChatGenerateRequest {
   messages: ChatMessage[];
   tools?: unknown[];
+  /** TGI's `tool_prompt`: the lead of the tool prompt written for templates that know no tools. */
+  toolPrompt?: string;
   /** More variables for the chat template (vLLM's `chat_template_kwargs`): `enable_thinking`, `documents`, ... */
   chatTemplateKwargs?: Record<string, unknown>;
   parameters?: GenerateParameters;

@@ -151,7 +151,8 @@ class WorkerEngine implements Engine {
       if (!Array.isArray(request?.messages) || request.messages.length === 0) {
         throw new ValidationError('`messages` must be a non-empty array', 'messages');
       }
-      return { messages: request.messages, tools: request.tools, chatTemplateKwargs: request.chatTemplateKwargs };
+      const { messages, tools, toolPrompt, chatTemplateKwargs } = request;
+      return { messages, tools, toolPrompt, chatTemplateKwargs };
     });
   }
 

@@ -12,7 +12,8 @@ import type {
   ValidatedParameters,
 } from '../types.js';
 
-export type Prompt = { text: string } | { messages: ChatMessage[]; tools?: unknown[]; chatTemplateKwargs?: Record<string, unknown> };
+export type Prompt =
+  { text: string } | { messages: ChatMessage[]; tools?: unknown[]; toolPrompt?: string; chatTemplateKwargs?: Record<string, unknown> };
 
 export type ToWorker =
   | { type: 'submit'; id: number; prompt: Prompt; params: ValidatedParameters }

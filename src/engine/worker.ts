@@ -97,7 +97,8 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
 
 function render(engine: Loaded, chat: Extract<Prompt, { messages: unknown }>, addGenerationPrompt = true): string {
   if (!engine.template) throw new TemplateError('the model has no chat_template in tokenizer_config.json');
-  return engine.template.render({ messages: chat.messages, tools: chat.tools, kwargs: chat.chatTemplateKwargs, addGenerationPrompt });
+  const { messages, tools, toolPrompt, chatTemplateKwargs: kwargs } = chat;
+  return engine.template.render({ messages, tools, toolPrompt, kwargs, addGenerationPrompt });
 }
 
 async function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit' }>): Promise<void> {

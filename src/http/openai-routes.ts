@@ -16,13 +16,19 @@ export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknow
         {
           messages: request.messages,
           tools: request.tools,
+          toolPrompt: request.toolPrompt,
           chatTemplateKwargs: request.chatTemplateKwargs,
           parameters,
           grammar: request.grammar,
         },
         { signal, stream },
       );
-      const opts = { ...identity(ctx, engine, 'chatcmpl-', request.model), logprobs: request.logprobs, stop: parameters.stop ?? [] };
+      const opts = {
+        ...identity(ctx, engine, 'chatcmpl-', request.model),
+        logprobs: request.logprobs,
+        stop: parameters.stop ?? [],
+        toolCalls: request.toolCalls,
+      };
       if (!stream) return { generation, encoder: whole((end) => chatCompletionResponse(end, opts)) };
       return { generation, encoder: streamed(new ChatChunkEncoder({ ...opts, includeUsage: request.includeUsage })) };
     },

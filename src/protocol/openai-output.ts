@@ -5,6 +5,9 @@ import type { EndEvent, FinishReason, Token } from '../types.js';
 
 export type OpenAIFinishReason = 'stop' | 'length';
 
+/** A chat answer that ended with tool calls says so (see `toolCallsFinishReason`). */
+export type OpenAIChatFinishReason = OpenAIFinishReason | 'tool_calls';
+
 export interface OpenAIUsage {
   prompt_tokens: number;
   completion_tokens: number;

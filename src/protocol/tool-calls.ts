@@ -12,20 +12,17 @@
  * - `ToolCallParser`: generated text → content deltas and `tool_calls` deltas in the shape the
  *   `openai` SDK's stream helpers and runners check; the same parser gives the non-streamed
  *   `message.tool_calls` (`parseToolCalls`).
- * - `templateMessages`: the conversation as chat templates want it back: assistant `arguments`
- *   parsed to objects, and, for templates that know no tools, the tools and the format in a system
- *   prompt and earlier calls and results written out in the same tags.
+ *
+ * The conversation goes back into the chat template through src/text/tool-messages.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { normalizeJsonSchema } from '../grammar/preflight.js';
 import { GRAMMAR_LIMITS, type GrammarSpec, type JsonSchema } from '../grammar/spec.js';
-import type { ChatMessage } from '../types.js';
 import { isPlainObject, readBoolean, readString, typeName, type JsonObject } from './json-shape.js';
-import type { OpenAIFinishReason } from './openai-output.js';
+import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN } from '../text/tool-messages.js';
+import type { OpenAIChatFinishReason, OpenAIFinishReason } from './openai-output.js';
 
-export const TOOL_CALL_OPEN = '<tool_call>';
-export const TOOL_CALL_CLOSE = '</tool_call>';
 /** Texts our grammars write that some vocabularies have as special tokens: they must stay producible. */
 export const TOOL_CALL_FORMAT_TEXTS: readonly string[] = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE];
 
@@ -434,103 +431,6 @@ export function parseToolCalls(text: string, options: { newId?: () => string } =
 }
 
 /** `tool_calls` once a call was made and the output ended on its own; `length` stays `length`. */
-export function toolCallsFinishReason(reason: OpenAIFinishReason, calls: number): OpenAIFinishReason | 'tool_calls' {
+export function toolCallsFinishReason(reason: OpenAIFinishReason, calls: number): OpenAIChatFinishReason {
   return calls > 0 && reason === 'stop' ? 'tool_calls' : reason;
-}
-
-/**
- * Whether a chat template renders `tools` itself (Qwen2.5, Hermes, Llama 3.1, SmolLM3 do). A
- * template that never reads the variable gets the generic prompt instead.
- */
-export function templateKnowsTools(source: string): boolean {
-  return /\btools\b/.test(source);
-}
-
-/** The generic prompt's lead; TGI's `tool_prompt` replaces it. */
-export const DEFAULT_TOOL_PROMPT = 'You may call one or more functions to help with the request.';
-
-/**
- * The messages to render. Assistant `tool_calls[].function.arguments` arrive as JSON strings (how
- * OpenAI sends them) and are parsed to objects, which HF templates expect (`arguments | tojson`);
- * a string that does not parse is kept. With `generic` (a template that knows no tools), the tools
- * and the call format go into the system prompt, earlier calls become `<tool_call>` text, and tool
- * results become a user turn in `<tool_response>` tags: the same format the grammar enforces.
- *
- * @example
- * templateMessages(messages, { generic: !templateKnowsTools(source), plan });
- */
-export function templateMessages(messages: readonly ChatMessage[], options: { generic: boolean; plan?: ToolPlan }): ChatMessage[] {
-  const parsed = messages.map(parseArguments);
-  if (!options.generic) return parsed;
-  const out: ChatMessage[] = [];
-  for (const message of parsed) {
-    if (message.role === 'tool') {
-      const response = `<tool_response>\n${textOf(message.content)}\n</tool_response>`;
-      const last = out.at(-1);
-      if (last?.role === 'user' && typeof last.content === 'string' && last.content.endsWith('</tool_response>')) {
-        last.content += `\n${response}`;
-      } else {
-        out.push({ role: 'user', content: response });
-      }
-    } else if (message.role === 'assistant' && Array.isArray(message.tool_calls) && message.tool_calls.length > 0) {
-      const { tool_calls: calls, ...rest } = message;
-      const written = calls.map((call) => `${TOOL_CALL_OPEN}\n${writeCall(call)}\n${TOOL_CALL_CLOSE}`);
-      const text = textOf(message.content);
-      out.push({ ...rest, content: [text, ...written].filter((part) => part !== '').join('\n') });
-    } else {
-      out.push(message);
-    }
-  }
-  if (!options.plan) return out;
-  const prompt = toolPrompt(options.plan);
-  const first = out[0];
-  if (first?.role === 'system') return [{ ...first, content: `${textOf(first.content)}\n\n${prompt}` }, ...out.slice(1)];
-  return [{ role: 'system', content: prompt }, ...out];
-}
-
-function toolPrompt(plan: ToolPlan): string {
-  const tools = plan.functions.map(({ name, description, parameters }) =>
-    JSON.stringify({ type: 'function', function: { name, ...(description !== undefined ? { description } : {}), parameters } }),
-  );
-  return [
-    plan.prompt ?? DEFAULT_TOOL_PROMPT,
-    'The functions are listed below as JSON, one per line, between <tools></tools> tags:',
-    '<tools>',
-    ...tools,
-    '</tools>',
-    'To call a function, write its name and a JSON object of arguments between <tool_call></tool_call> tags:',
-    TOOL_CALL_OPEN,
-    '{"name": "<function-name>", "arguments": <arguments-json-object>}',
-    TOOL_CALL_CLOSE,
-    'The results come back between <tool_response></tool_response> tags.',
-  ].join('\n');
-}
-
-function parseArguments(message: ChatMessage): ChatMessage {
-  if (message.role !== 'assistant' || !Array.isArray(message.tool_calls)) return message;
-  return {
-    ...message,
-    tool_calls: message.tool_calls.map((call: unknown) => {
-      if (!isPlainObject(call) || !isPlainObject(call.function) || typeof call.function.arguments !== 'string') return call;
-      try {
-        return { ...call, function: { ...call.function, arguments: JSON.parse(call.function.arguments) as unknown } };
-      } catch {
-        return call;
-      }
-    }),
-  };
-}
-
-/** `{"name": ..., "arguments": ...}` as our grammar writes it (arguments already parsed by parseArguments). */
-function writeCall(call: unknown): string {
-  const fn = isPlainObject(call) && isPlainObject(call.function) ? call.function : {};
-  const args = typeof fn.arguments === 'string' ? fn.arguments : JSON.stringify(fn.arguments ?? {});
-  return `{"name": ${JSON.stringify(fn.name ?? '')}, "arguments": ${args}}`;
-}
-
-/** A message's text: a string, or the text of its parts. */
-function textOf(content: ChatMessage['content']): string {
-  if (typeof content === 'string') return content;
-  if (Array.isArray(content)) return content.map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
-  return '';
 }

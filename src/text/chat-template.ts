@@ -8,12 +8,16 @@ import { Template } from '@huggingface/jinja';
 import { TemplateError, ValidationError } from '../errors.js';
 import type { ChatMessage } from '../types.js';
 import { tokenContent } from './tokenizer.js';
+import { templateKnowsTools, templateMessages } from './tool-messages.js';
 
 export interface ChatTemplateInput {
   messages: ChatMessage[];
   /** Default true: end the prompt with the opening of an assistant turn. */
   addGenerationPrompt?: boolean;
+  /** OpenAI's function tools, for the template; one that knows no tools gets them in a generic system prompt. */
   tools?: unknown[];
+  /** TGI's `tool_prompt`: the lead sentence of that generic prompt. */
+  toolPrompt?: string;
   /** More template variables (vLLM's `chat_template_kwargs`: `enable_thinking`, `documents`, ...). */
   kwargs?: Record<string, unknown>;
 }
@@ -102,16 +106,20 @@ export class ChatTemplate {
   /** @throws ValidationError for a reserved kwarg (see `checkTemplateKwargs`), TemplateError when the template fails. */
   render(input: ChatTemplateInput): string {
     if (input.kwargs) checkTemplateKwargs(input.kwargs, 'chat_template_kwargs');
-    const template = this.#template(this.#pick(input.tools));
+    const name = this.#pick(input.tools);
+    const template = this.#template(name);
+    // Calls and results in the history need the same treatment as the request's tools.
+    const generic = !templateKnowsTools(this.#sources.get(name) ?? '');
+    const messages = templateMessages(input.messages.map(flattenContent), { generic, tools: input.tools, prompt: input.toolPrompt });
     const variables: Record<string, unknown> = {
       ...input.kwargs,
-      messages: input.messages.map(flattenContent),
+      messages,
       add_generation_prompt: input.addGenerationPrompt ?? true,
     };
     // Absent tokens stay undefined, so a template that needs one fails as it would in transformers.
     if (this.#bosToken !== null) variables.bos_token = this.#bosToken;
     if (this.#eosToken !== null) variables.eos_token = this.#eosToken;
-    if (input.tools !== undefined) variables.tools = input.tools;
+    if (input.tools !== undefined && !generic) variables.tools = input.tools;
     try {
       // @huggingface/jinja defines raise_exception(message) as a function that throws it.
       return template.render(variables);

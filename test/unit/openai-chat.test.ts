@@ -56,6 +56,161 @@ describe('ChatChunkEncoder golden streams', () => {
   });
 });
 
+/** A chat model's stream: one event per text, then the special eos. */
+function toolSequence(texts: string[]): GenerationEvent[] {
+  const tokens = texts.map((text, i) => ({ id: 40 + i, text, logprob: -0.5, special: false }));
+  const eos = { id: 2, text: '</s>', logprob: -0.25, special: true };
+  const events: GenerationEvent[] = tokens.map((token, i) => ({ type: 'token', index: i + 1, token }));
+  events.push({
+    type: 'end',
+    index: tokens.length + 1,
+    token: eos,
+    generatedText: texts.join(''),
+    finishReason: 'eos_token',
+    generatedTokens: tokens.length + 1,
+    seed: 1,
+    inputLength: 9,
+    prefill: [],
+    tokens: [...tokens, eos],
+    topTokensPerStep: [],
+    timings: { queueMs: 1, inferenceMs: 2, firstTokenMs: 1 },
+  });
+  return events;
+}
+
+/** Text, then two calls; `<tool_call>` is one token, as in vocabularies that have it. */
+const TEXT_THEN_TWO_CALLS = [
+  'Let',
+  ' me',
+  ' check',
+  '.',
+  ' <tool_call>',
+  '\n{"name": "get_weather", ',
+  '"arguments": {"city": "Paris"',
+  ', "unit": "c"}}\n',
+  '</tool_call>',
+  '\n<tool_call>\n{"name": "get_time", "arguments": {}}',
+  '\n</tool_call>',
+];
+/** One call whose opening and closing tags are split across tokens. */
+const SPLIT_TAG = ['<tool', '_call', '>\n{"name": "get_time", "arguments": ', '{', '}}\n</tool_', 'call>'];
+
+/** Random call ids as `call_1`, `call_2`, ... in order of appearance. */
+function normaliseIds(text: string): string {
+  const ids = new Map<string, string>();
+  return text.replace(/call_[A-Za-z0-9]{24}/g, (id) => {
+    if (!ids.has(id)) ids.set(id, `call_${ids.size + 1}`);
+    return ids.get(id)!;
+  });
+}
+
+function encodeTools(events: GenerationEvent[], opts: { logprobs?: boolean; stop?: string[] } = {}): string[] {
+  const encoder = new ChatChunkEncoder({
+    ...identity,
+    includeUsage: false,
+    logprobs: opts.logprobs ?? false,
+    stop: opts.stop,
+    toolCalls: true,
+  });
+  return events.flatMap((e) => encoder.push(e));
+}
+
+describe('tool calls in the chat stream', () => {
+  it('golden: text, then two calls: content deltas, then per call one head delta and argument fragments; finish_reason tool_calls', () => {
+    expect(normaliseIds(encodeTools(toolSequence(TEXT_THEN_TWO_CALLS)).join(''))).toBe(golden('chat-stream-tool-calls.sse'));
+  });
+
+  it('golden: a call whose tags split across tokens sends nothing until its name is known, and no tag text ever', () => {
+    expect(normaliseIds(encodeTools(toolSequence(SPLIT_TAG)).join(''))).toBe(golden('chat-stream-tool-call-split-tag.sse'));
+  });
+
+  it('ids are call_ and 24 letters or digits, one per call', () => {
+    const ids = encodeTools(toolSequence(TEXT_THEN_TWO_CALLS))
+      .join('')
+      .match(/"id":"call_[^"]*"/g);
+    expect(ids).toHaveLength(2);
+    for (const id of ids!) expect(id).toMatch(/^"id":"call_[A-Za-z0-9]{24}"$/);
+    expect(ids![0]).not.toBe(ids![1]);
+  });
+
+  it('with logprobs, every text token reports its logprob exactly once, held back or not', () => {
+    const frames = encodeTools(toolSequence(SPLIT_TAG), { logprobs: true }).filter((f) => f !== 'data: [DONE]\n\n');
+    const logprobs = frames.flatMap((f) => (JSON.parse(f.slice('data: '.length)).choices[0].logprobs?.content ?? []) as unknown[]);
+    expect(logprobs).toHaveLength(SPLIT_TAG.length);
+  });
+
+  it('text without calls streams unchanged, finish_reason stop; a call cut by the token budget ends with length', () => {
+    const plain = toolSequence(['Hello', ' <tool', 'box>']);
+    const frames = encodeTools(plain).map((f) => (f.startsWith('data: {') ? JSON.parse(f.slice(6)).choices[0] : null));
+    expect(frames.map((c) => c?.delta.content ?? '').join('')).toBe('Hello <toolbox>');
+    expect(frames.at(-2).finish_reason).toBe('stop');
+    const cut = toolSequence(['<tool_call>\n{"name": "get_time", "arguments": {"a"']).map((e) =>
+      e.type === 'end' ? { ...e, finishReason: 'length' as const } : e,
+    );
+    expect(encodeTools(cut).at(-2)).toContain('"finish_reason":"length"');
+  });
+
+  it('the stop string is cut before the text is read: it never becomes content after a call', () => {
+    const events = toolSequence(['Hi', '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>', ' END']).map((e) =>
+      e.type === 'end' ? { ...e, finishReason: 'stop_sequence' as const } : e,
+    );
+    const chunks = encodeTools(events, { stop: [' END'] })
+      .filter((f) => f !== 'data: [DONE]\n\n')
+      .map((f) => JSON.parse(f.slice('data: '.length)).choices[0]);
+    expect(chunks.map((c) => c.delta.content ?? '').join('')).toBe('Hi');
+    expect(chunks.filter((c) => c.delta.tool_calls).map((c) => c.delta.tool_calls[0].function)).toEqual([
+      { name: 'f', arguments: '' },
+      { arguments: '{}' },
+    ]);
+    expect(chunks.at(-1).finish_reason).toBe('tool_calls');
+  });
+
+  it("the openai SDK's stream helper assembles the golden stream into a message with tool_calls", async () => {
+    const final = await clientAnswering(golden('chat-stream-tool-calls.sse'))
+      .chat.completions.stream({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }] })
+      .finalChatCompletion();
+    const [choice] = final.choices;
+    expect(choice.finish_reason).toBe('tool_calls');
+    expect(choice.message.content).toBe('Let me check.');
+    expect(choice.message.tool_calls?.map((c) => c.type === 'function' && [c.id, c.function.name, c.function.arguments])).toEqual([
+      ['call_1', 'get_weather', '{"city": "Paris", "unit": "c"}'],
+      ['call_2', 'get_time', '{}'],
+    ]);
+  });
+});
+
+describe('tool calls in the whole response', () => {
+  const whole = (texts: string[]) => chatCompletionResponse(endOf(toolSequence(texts)), { ...identity, logprobs: false, toolCalls: true });
+
+  it('message.tool_calls with call_ ids and arguments as JSON text; content null when there is no text', () => {
+    const [choice] = whole(SPLIT_TAG).choices;
+    expect(choice.finish_reason).toBe('tool_calls');
+    expect(choice.message.content).toBeNull();
+    expect(choice.message.tool_calls).toHaveLength(1);
+    const [call] = choice.message.tool_calls!;
+    expect(call).toEqual({
+      id: expect.stringMatching(/^call_[A-Za-z0-9]{24}$/),
+      type: 'function',
+      function: { name: 'get_time', arguments: '{}' },
+    });
+  });
+
+  it('text before the calls is the content, as the stream sends it', () => {
+    const { message } = whole(TEXT_THEN_TWO_CALLS).choices[0];
+    expect(message.content).toBe('Let me check.');
+    expect(message.tool_calls?.map((c) => c.function)).toEqual([
+      { name: 'get_weather', arguments: '{"city": "Paris", "unit": "c"}' },
+      { name: 'get_time', arguments: '{}' },
+    ]);
+  });
+
+  it('no call: content as generated, no tool_calls field, finish_reason stop', () => {
+    const body = whole(['Hello', ' there']);
+    expect(body.choices[0].message).toEqual({ role: 'assistant', content: 'Hello there', refusal: null });
+    expect(body.choices[0].finish_reason).toBe('stop');
+  });
+});
+
 describe('the openai SDK reads our chat stream', () => {
   it('iterates the chunks of create({ stream: true }) and stops at [DONE]', async () => {
     const client = clientAnswering(encode(eosSequence(), { includeUsage: true, logprobs: false }));
@@ -161,6 +316,7 @@ describe('parseChatRequest', () => {
   it('defaults to OpenAI sampling (temperature 1), no stream, no usage, no logprobs', () => {
     expect(parseChatRequest({ messages: user })).toEqual({
       messages: user,
+      toolCalls: false,
       parameters: { do_sample: true },
       stream: false,
       includeUsage: false,
@@ -239,17 +395,36 @@ describe('parseChatRequest', () => {
     });
   });
 
-  it('keeps tools for the template unless tool_choice is none; accepts response_format text', () => {
-    const tools = [{ type: 'function', function: { name: 'f', parameters: {} } }];
-    expect(parseChatRequest({ messages: user, tools, tool_choice: 'auto', response_format: { type: 'text' } }).tools).toEqual(tools);
-    expect(parseChatRequest({ messages: user, tools, tool_choice: 'none' }).tools).toBeUndefined();
-    expect(parseChatRequest({ messages: user, tools: [] }).tools).toBeUndefined();
+  it('tools: kept for the template, read back as tool_calls, and the tool choice is the grammar; response_format text is no constraint', () => {
+    const tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }];
+    const parsed = parseChatRequest({ messages: user, tools, tool_choice: 'required', response_format: { type: 'text' } });
+    expect(parsed).toMatchObject({ tools, toolCalls: true, grammar: { type: 'structural_tag', atLeastOne: true, stopAfterFirst: false } });
+    expect(parsed.toolPrompt).toBeUndefined();
+    expect(parseChatRequest({ messages: user, tools, tool_prompt: 'Use f.' }).toolPrompt).toBe('Use f.');
+    expect(parseChatRequest({ messages: user, tools, parallel_tool_calls: false }).grammar).toMatchObject({ stopAfterFirst: true });
   });
 
-  it('accepts text content parts, null content and extra message fields', () => {
+  it('tool_choice none, or no tools: nothing in the prompt, nothing constrained, nothing parsed', () => {
+    const tools = [{ type: 'function', function: { name: 'f' } }];
+    for (const body of [
+      { messages: user, tools, tool_choice: 'none' },
+      { messages: user, tools: [] },
+    ]) {
+      const parsed = parseChatRequest(body);
+      expect([parsed.tools, parsed.toolCalls, parsed.grammar]).toEqual([undefined, false, undefined]);
+    }
+    // With none, another constraint is fine.
+    expect(parseChatRequest({ messages: user, tools, tool_choice: 'none', response_format: { type: 'json_object' } }).grammar).toEqual({
+      type: 'json_schema',
+      schema: { type: 'object' },
+    });
+  });
+
+  it('accepts text content parts, null content, earlier tool calls and their results', () => {
     const messages = [
       { role: 'system', content: [{ type: 'text', text: 'Be brief.' }] },
-      { role: 'assistant', content: null, tool_calls: [{ id: '1' }] },
+      { role: 'assistant', content: null, tool_calls: [{ id: '1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+      { role: 'assistant', content: '', tool_calls: [{ function: { name: 'f', arguments: { a: 1 } } }] },
       { role: 'tool', content: 'ok', tool_call_id: '1' },
     ];
     expect(parseChatRequest({ messages }).messages).toEqual(messages);
@@ -284,14 +459,56 @@ describe('parseChatRequest', () => {
     [{ messages: user, logprobs: 'yes' }, 'logprobs', /boolean/],
     [{ messages: user, stream_options: { include_usage: true } }, 'stream_options', /only allowed when `stream` is true/],
     [{ messages: user, stream: true, stream_options: { include_usage: 1 } }, 'stream_options.include_usage', /boolean/],
-    [{ messages: user, tools: {} }, 'tools', /array of objects/],
-    [{ messages: user, tool_choice: 'required' }, 'tool_choice', /"auto" or "none"/],
-    [{ messages: user, tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice', /"auto" or "none"/],
+    [{ messages: user, tools: {} }, 'tools', /must be an array, got an object/],
+    [{ messages: user, tools: [{ type: 'function' }] }, 'tools[0].function', /must be an object/],
+    [{ messages: user, tool_choice: 'required' }, 'tool_choice', /"required" needs `tools`/],
+    [{ messages: user, tool_choice: { type: 'function', function: { name: 'f' } } }, 'tool_choice.function.name', /not in `tools`/],
+    [
+      {
+        messages: user,
+        tools: [{ type: 'function', function: { name: 'f' } }],
+        tool_choice: { type: 'function', function: { name: 'g' } },
+      },
+      'tool_choice.function.name',
+      /names the function "g", which is not in `tools`/,
+    ],
+    [
+      { messages: user, tools: [{ type: 'function', function: { name: 'f' } }], response_format: { type: 'json_object' } },
+      'tools',
+      /cannot be combined with `response_format`/,
+    ],
+    [
+      { messages: user, tools: [{ type: 'function', function: { name: 'f' } }], structured_outputs: { regex: 'a+' } },
+      'tools',
+      /cannot be combined/,
+    ],
     [{ messages: user, response_format: { type: 'xml' } }, 'response_format.type', /must be "text", "json_object" or "json_schema"/],
     [{ messages: user, model: 3 }, 'model', /string/],
     [{ messages: [{ role: 'user', content: 'Hi', name: 3 }] }, 'messages[0].name', /must be a string, got a number/],
     [{ messages: [{ role: 'tool', content: 'ok', tool_call_id: {} }] }, 'messages[0].tool_call_id', /must be a string/],
     [{ messages: [{ role: 'assistant', content: null, tool_calls: 'f()' }] }, 'messages[0].tool_calls', /must be an array/],
+    [{ messages: [{ role: 'assistant', tool_calls: ['f()'] }] }, 'messages[0].tool_calls[0]', /must be an object, got a string/],
+    [{ messages: [{ role: 'assistant', tool_calls: [{ id: '1' }] }] }, 'messages[0].tool_calls[0].function', /must be an object/],
+    [
+      { messages: [{ role: 'assistant', tool_calls: [{ type: 'custom', function: { name: 'f', arguments: '{}' } }] }] },
+      'messages[0].tool_calls[0].type',
+      /must be "function"/,
+    ],
+    [
+      { messages: [{ role: 'assistant', tool_calls: [{ function: { name: '', arguments: '{}' } }] }] },
+      'messages[0].tool_calls[0].function.name',
+      /non-empty string/,
+    ],
+    [
+      { messages: [{ role: 'assistant', tool_calls: [{ function: { name: 'f', arguments: 3 } }] }] },
+      'messages[0].tool_calls[0].function.arguments',
+      /JSON string \(or an object\), got a number/,
+    ],
+    [
+      { messages: [{ role: 'assistant', tool_calls: [{ id: 3, function: { name: 'f', arguments: '{}' } }] }] },
+      'messages[0].tool_calls[0].id',
+      /string/,
+    ],
     [{ messages: user, top_k: 'x', temperature: 0 }, 'top_k', /must be an integer, got a string/],
     [{ messages: user, typical_p: [], do_sample: false }, 'typical_p', /must be a number/],
     [{ messages: user, chat_template_kwargs: 'think' }, 'chat_template_kwargs', /must be an object, got a string/],

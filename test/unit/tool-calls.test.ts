@@ -6,20 +6,18 @@ import { ValidationError } from '../../src/errors.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { createGrammarEngine, type GrammarEngine } from '../../src/grammar/index.js';
 import {
-  DEFAULT_TOOL_PROMPT,
   TOOL_CALL_FORMAT_TEXTS,
   ToolCallParser,
   newToolCallId,
   parseToolCalls,
   readToolPlan,
-  templateKnowsTools,
-  templateMessages,
   toolCallsFinishReason,
   type ChatDelta,
   type ToolPlan,
 } from '../../src/protocol/tool-calls.js';
 import { ChatTemplate } from '../../src/text/chat-template.js';
 import { loadTokenizer, type TextTokenizer } from '../../src/text/tokenizer.js';
+import { DEFAULT_TOOL_PROMPT, templateKnowsTools, templateMessages } from '../../src/text/tool-messages.js';
 import type { ChatMessage } from '../../src/types.js';
 import { constrainedDecode } from './grammar-decode.js';
 
@@ -389,8 +387,7 @@ describe('templateMessages', () => {
   });
 
   it('writes calls and results in the tags for templates that know no tools, with the tools in a system prompt', () => {
-    const plan = readToolPlan({ tools: [WEATHER, TIME] })!;
-    const out = templateMessages(conversation, { generic: true, plan });
+    const out = templateMessages(conversation, { generic: true, tools: [WEATHER, TIME] });
     expect(out.map((m) => m.role)).toEqual(['system', 'user', 'assistant', 'user']);
     expect(out[0].content).toContain(DEFAULT_TOOL_PROMPT);
     expect(out[0].content).toContain(
@@ -404,32 +401,46 @@ describe('templateMessages', () => {
     expect(out[3]).toEqual({ role: 'user', content: '<tool_response>\n18 C\n</tool_response>\n<tool_response>\n12:00\n</tool_response>' });
   });
 
-  it('adds to an existing system message; TGI tool_prompt replaces the lead; no plan, no prompt', () => {
-    const plan = readToolPlan({ tools: [TIME], tool_prompt: 'Call functions when useful.' })!;
+  it('adds to an existing system message; TGI tool_prompt replaces the lead; no tools, no prompt', () => {
     const out = templateMessages(
       [
         { role: 'system', content: 'Be brief.' },
         { role: 'user', content: 'Time?' },
       ],
-      { generic: true, plan },
+      { generic: true, tools: [TIME], prompt: 'Call functions when useful.' },
     );
     expect(out).toHaveLength(2);
     expect(out[0].content).toMatch(/^Be brief\.\n\nCall functions when useful\.\nThe functions are listed/);
-    expect(templateMessages(conversation, { generic: true }).map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+    expect(templateMessages(conversation, { generic: true, tools: [] }).map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
   });
 
-  it("the fixture's template, which knows no tools, renders the result", () => {
+  it("ChatTemplate.render: the fixture's template, which knows no tools, gets the generic prompt and the tags", () => {
     const config = JSON.parse(readFileSync('.fixtures/tiny/tokenizer_config.json', 'utf8')) as Record<string, unknown>;
-    const source = config.chat_template as string;
-    expect(templateKnowsTools(source)).toBe(false);
-    expect(templateKnowsTools('{% if tools %}{{ tools | tojson }}{% endif %}')).toBe(true);
-    const plan = readToolPlan({ tools: [WEATHER] })!;
-    const prompt = ChatTemplate.fromConfig(config)!.render({ messages: templateMessages(conversation, { generic: true, plan }) });
-    expect(prompt).toContain('<|im_start|>system\nYou may call one or more functions');
+    expect(templateKnowsTools(config.chat_template as string)).toBe(false);
+    const template = ChatTemplate.fromConfig(config)!;
+    const prompt = template.render({ messages: conversation, tools: [WEATHER] });
+    expect(prompt).toContain(`<|im_start|>system\n${DEFAULT_TOOL_PROMPT}`);
     expect(prompt).toContain(
       '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city":"Paris","unit":"c"}}\n</tool_call>',
     );
-    expect(prompt).toContain('<|im_start|>user\n<tool_response>\n18 C\n</tool_response>');
+    expect(prompt).toContain('<|im_start|>user\n<tool_response>\n18 C\n</tool_response>\n<tool_response>\n12:00\n</tool_response>');
     expect(prompt.endsWith('<|im_start|>assistant\n')).toBe(true);
+    // TGI's tool_prompt leads; without tools (tool_choice none) the history is still written in tags.
+    expect(template.render({ messages: conversation, tools: [WEATHER], toolPrompt: 'Use a tool.' })).toContain('system\nUse a tool.\n');
+    const history = template.render({ messages: conversation });
+    expect(history).not.toContain('<tools>');
+    expect(history).toContain('<|im_start|>user\n<tool_response>\n18 C');
+  });
+
+  it('ChatTemplate.render: a template that knows tools gets them as they are, and arguments as objects', () => {
+    const source =
+      '{% if tools %}{{ "TOOLS " + tools[0].function.name + "\\n" }}{% endif %}{% for m in messages %}{{ m.role }}: ' +
+      '{% if m.tool_calls %}{% for c in m.tool_calls %}{{ c.function.name }} {{ c.function.arguments | tojson }};{% endfor %}' +
+      '{% else %}{{ m.content }}{% endif %}{{ "\\n" }}{% endfor %}';
+    const prompt = ChatTemplate.fromConfig({ chat_template: source })!.render({ messages: conversation.slice(0, 3), tools: [TIME] });
+    expect(prompt).toBe(
+      'TOOLS get_time\nuser: Weather in Paris and the time?\n' +
+        'assistant: get_weather {"city": "Paris", "unit": "c"};get_time "not json";\ntool: 18 C\n',
+    );
   });
 });
