@@ -8,6 +8,8 @@
  *   given text does with a real model; the fixture's weights are random, so its own text stands in).
  * - free text: a prompt from the fixture's corpus, continued freely; proposals are made only where an
  *   n-gram recurs, and mostly fail.
+ * - sampled text: the same prompt, sampled hot (seeded): proposals, where an n-gram recurs at all,
+ *   almost never survive the draw — the case where speculation only costs.
  *
  * Prints decode tok/s (first token excluded) of each, their ratio (targets: >= 1.5 and >= 0.97),
  * the proposals accepted, and whether the tokens agree. Rounds alternate; the better of them counts.
@@ -16,7 +18,7 @@
 import { createEngine } from '../src/engine/engine.js';
 import { TRAINING_CORPUS } from '../src/fixture/corpus.js';
 import { ensureFixtureModel } from '../src/fixture/index.js';
-import type { Engine, GenerationEvent } from '../src/types.js';
+import type { Engine, GenerateParameters, GenerationEvent } from '../src/types.js';
 import { fmt } from './measure.js';
 
 const ROUNDS = 3;
@@ -33,14 +35,17 @@ interface Result {
   tokPerS: number;
 }
 
-async function generate(engine: Engine, inputs: string): Promise<Result> {
+const GREEDY: GenerateParameters = { do_sample: false };
+const HOT: GenerateParameters = { do_sample: true, temperature: 1.5, seed: 7 };
+
+async function generate(engine: Engine, inputs: string, sampling = GREEDY): Promise<Result> {
   const ids: number[] = [];
   let text = '';
   let first = 0;
   let last = 0;
   for await (const event of engine.generate({
     inputs,
-    parameters: { max_new_tokens: NEW_TOKENS, do_sample: false },
+    parameters: { max_new_tokens: NEW_TOKENS, ...sampling },
   }) as AsyncIterable<GenerationEvent>) {
     last = performance.now();
     if (ids.length === 0) first = last;
@@ -60,9 +65,10 @@ async function benchFamily(family: (typeof FAMILIES)[number]): Promise<void> {
     const earlier = await generate(plain, free);
     const grounded = `${free}${earlier.text}\n\n${free}`;
     console.log(`\n${family.label}`);
-    for (const [name, prompt, target] of [
-      ['input-grounded', grounded, 1.5],
-      ['free text', free, 0.97],
+    for (const [name, prompt, target, sampling] of [
+      ['input-grounded', grounded, 1.5, GREEDY],
+      ['free text', free, 0.97, GREEDY],
+      ['sampled text', free, 0.97, HOT],
     ] as const) {
       let best = { spec: 0, plain: 0 };
       let same = true;
@@ -70,8 +76,10 @@ async function benchFamily(family: (typeof FAMILIES)[number]): Promise<void> {
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which engine goes first, so neither always runs on a warmer machine.
         const [a, b] =
-          round % 2 === 0 ? [await generate(spec, prompt), await generate(plain, prompt)] : [null, await generate(plain, prompt)];
-        const s = a ?? (await generate(spec, prompt));
+          round % 2 === 0
+            ? [await generate(spec, prompt, sampling), await generate(plain, prompt, sampling)]
+            : [null, await generate(plain, prompt, sampling)];
+        const s = a ?? (await generate(spec, prompt, sampling));
         same &&= s.ids.join() === b.ids.join();
         best = { spec: Math.max(best.spec, s.tokPerS), plain: Math.max(best.plain, b.tokPerS) };
       }
