@@ -38,6 +38,8 @@ export function streamClock(): { token(): void; times(): StreamTimes } {
 /** One greedy request through the engine. */
 export async function stream(engine: Engine, maxNewTokens: number, inputs: string): Promise<StreamTimes> {
   const clock = streamClock();
-  for await (const _ of engine.generate({ inputs, parameters: { max_new_tokens: maxNewTokens, do_sample: false } })) clock.token();
+  // As an OpenAI client that asks for no logprobs reads it (node-llama-cpp and the floor compute none).
+  const generation = engine.generate({ inputs, parameters: { max_new_tokens: maxNewTokens, do_sample: false } }, { tokenLogprobs: false });
+  for await (const _ of generation) clock.token();
   return clock.times();
 }

@@ -93,6 +93,8 @@ export interface SamplingParams {
   /** Always assigned (random when the request gave none), and reported back. */
   seed: number;
 }
+  /** Set by the engine when nobody reads the tokens' logprobs (`GenerateOptions.tokenLogprobs`). */
+  skipLogprobs?: boolean;
 
 /**
  * A request after parameter validation: every default resolved, a seed assigned. Token-count rules
@@ -172,6 +174,12 @@ export interface GenerateOptions {
   /** The caller streams the tokens; some parameters (`decoder_input_details`) are refused then, as TGI does. */
   stream?: boolean;
 }
+  /**
+   * Whether the caller reads each token's `logprob` (default true: TGI's streams carry it). False
+   * spares a greedy row the pass over the whole vocabulary that a logprob costs; `logprob` is then
+   * NaN, unless `details` asked for it.
+   */
+  tokenLogprobs?: boolean;
 
 /**
  * What `engine.generate()` returns: iterate it for events. `accepted` settles once the engine has

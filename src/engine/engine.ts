@@ -225,6 +225,7 @@ class WorkerEngine implements Engine {
       if (refused) throw refused;
       const params = validateParameters(parameters, this.info.limits, { stream: options.stream ?? false, ...extra });
       const message: ToWorker = { type: 'submit', id, prompt: prompt(), params };
+      if (options.tokenLogprobs === false && !params.details) params.sampling.skipLogprobs = true;
       state.params = params;
       this.requests.set(id, state);
       state.watch(options.signal);

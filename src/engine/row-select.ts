@@ -36,19 +36,26 @@ export function expNonPositive(x: number): number {
   return STEPS[n & 63] * OCTAVES[-(n >> 6)] * (1 + r * (1 + r * (0.5 + r * (0.16666666666666666 + r * 0.041666666666666664))));
 }
 
-/** exp(logit − max) of every token into `out`; the first maximum wins the argmax, as torch's does. */
-export function expInto(logits: Float32Array, out: Float64Array): { max: number; argmax: number; sum: number } {
+/** The index of the largest logit; the first of equal maxima, as torch's argmax. */
+export function argmax(logits: Float32Array): number {
   let max = -Infinity;
-  let argmax = 0;
+  let best = 0;
   for (let i = 0; i < logits.length; i++) {
     if (logits[i] > max) {
       max = logits[i];
-      argmax = i;
+      best = i;
     }
   }
+  return best;
+}
+
+/** exp(logit − max) of every token into `out`, with the argmax (see `argmax`). */
+export function expInto(logits: Float32Array, out: Float64Array): { max: number; argmax: number; sum: number } {
+  const best = argmax(logits);
+  const max = logits[best];
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += out[i] = expNonPositive(logits[i] - max);
-  return { max, argmax, sum };
+  return { max, argmax: best, sum };
 }
 
 /** Inverse-CDF draw over unnormalised weights; `target` is uniform in [0, sum of weights). */

@@ -7,7 +7,7 @@
 import type { RowMatcher } from '../grammar/index.js';
 import type { SamplingParams } from '../types.js';
 import { createRng } from './prng.js';
-import { F32_MAX, SHORT_LIST, candidates, draw, expInto, expNonPositive, findCut, largest, scratch } from './row-select.js';
+import { F32_MAX, SHORT_LIST, argmax, candidates, draw, expInto, expNonPositive, findCut, largest, scratch } from './row-select.js';
 
 /** Token counts of a sequence (prompt + generated), for the penalties. */
 export interface TokenHistory {
@@ -199,10 +199,12 @@ export function createSequenceSampler(params: SamplingParams, promptIds: readonl
         grammar.applyMask(logits);
       }
       for (const process of after) process(logits, history);
+      // A greedy choice nobody reads the logprob of needs no pass over exp(logits).
+      if (!random && params.skipLogprobs && topN === 0) return { id: argmax(logits), logprob: NaN, topTokens: [] };
       const weights = scratch(logits.length).a;
-      const { max, argmax, sum } = expInto(logits, weights);
+      const { max, argmax: best, sum } = expInto(logits, weights);
       const logZ = max + Math.log(sum);
-      const id = random ? draw(weights, logits.length, random() * sum) : argmax;
+      const id = random ? draw(weights, logits.length, random() * sum) : best;
       const top = largest(logits, topN);
       return { id, logprob: logits[id] - logZ, topTokens: top.ids.map((t, j) => ({ id: t, logprob: top.values[j] - logZ })) };
     },

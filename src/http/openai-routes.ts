@@ -21,7 +21,7 @@ export function serveChat(ctx: HandlerContext, res: ServerResponse, body: unknow
           parameters,
           grammar: request.grammar,
         },
-        { signal, stream },
+        { signal, stream, tokenLogprobs: request.logprobs },
       );
       const opts = {
         ...identity(ctx, engine, 'chatcmpl-', request.model),
@@ -42,7 +42,10 @@ export function serveCompletion(ctx: HandlerContext, res: ServerResponse, body: 
     start: (engine, signal) => {
       const request = parseCompletionRequest(body, engine.info.limits, generationDefaults(ctx, engine));
       const { stream, parameters } = request;
-      const generation = engine.generate({ inputs: request.prompt, parameters, grammar: request.grammar }, { signal, stream });
+      const generation = engine.generate(
+        { inputs: request.prompt, parameters, grammar: request.grammar },
+        { signal, stream, tokenLogprobs: request.logprobs !== null },
+      );
       const opts = {
         ...identity(ctx, engine, 'cmpl-', request.model),
         echo: request.echo,

@@ -61,6 +61,18 @@ describe('engine.generate', () => {
     }
   });
 
+  it('gives the same greedy tokens when the caller reads no logprobs, and leaves them out unless details ask', async () => {
+    const inputs = 'Once upon a time';
+    const parameters = { max_new_tokens: 12, do_sample: false };
+    const read = await collect(engine.generate({ inputs, parameters }));
+    const unread = await collect(engine.generate({ inputs, parameters }, { tokenLogprobs: false }));
+    const detailed = await collect(engine.generate({ inputs, parameters: { ...parameters, details: true } }, { tokenLogprobs: false }));
+    expect(unread.map((e) => e.token.id)).toEqual(read.map((e) => e.token.id));
+    expect(read.every((e) => Number.isFinite(e.token.logprob))).toBe(true);
+    expect(unread.every((e) => Number.isNaN(e.token.logprob))).toBe(true);
+    expect(detailed.map((e) => e.token.logprob)).toEqual(read.map((e) => e.token.logprob));
+  });
+
   it('is deterministic when greedy', async () => {
     const a = await run('The quick brown fox', { max_new_tokens: 12, do_sample: false });
     const b = await run('The quick brown fox', { max_new_tokens: 12, do_sample: false });
