@@ -3,11 +3,14 @@
  * instance that has no tokenizer and serves no row.
  *
  * Every invalid grammar aborts the xgrammar instance that parses it (or throws a C++ exception
- * through it), and an instance that has aborted about 20 times breaks: the next call aborts on
- * valid input or spins forever (structured-output.md §3.1.4; reproduced here after 22). So a
- * screening instance is retired after `ABORT_BUDGET` aborts, far below that, or at once after a
- * trap; its successor is started as soon as the first failure shows that one will be needed. The
- * serving instance only ever sees what passed here.
+ * through it). Left as the abort leaves it, an instance breaks after some tens of aborts: the next
+ * call aborts on valid input or spins forever (structured-output.md §3.1.4). What wore it out was
+ * its stack pointer, which no abort restores; `guard` restores it, after which 5,000 aborts left an
+ * instance parsing and lowering exactly as a fresh one. Making a new instance costs 3–60 ms, and
+ * when one was retired every 8 aborts a run of bad grammars waited for them (up to 130 ms each);
+ * now an instance is retired after `ABORT_BUDGET` aborts, a margin for whatever an abort leaks on
+ * the heap, or at once after a trap. Its successor is started at the first failure, so it is warm
+ * when needed. The serving instance only ever sees what passed here.
  *
  * The parse is also the lowering: JSON schemas become EBNF here (xgrammar's own converter, with our
  * whitespace settings), so tool-call tags get the same compact JSON as `response_format`.
@@ -26,7 +29,7 @@ export type LoweredGrammar = { kind: 'ebnf'; ebnf: string } | { kind: 'structura
  */
 export type JsonWhitespace = 'compact' | 'any';
 
-const ABORT_BUDGET = 8;
+const ABORT_BUDGET = 1000;
 
 interface Slot {
   ready: Promise<XgrammarRuntime>;
@@ -77,7 +80,7 @@ export class GrammarScreen {
       // Retired while we waited: each instance must see at most ABORT_BUDGET aborts.
       if (slot !== this.#current) continue;
       try {
-        return lower(runtime.wasm, checked, this.#whitespace);
+        return runtime.guard(() => lower(runtime.wasm, checked, this.#whitespace));
       } catch (error) {
         const failure = wasmFailure(error);
         if (!failure) throw error;

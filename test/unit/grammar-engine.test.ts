@@ -348,7 +348,8 @@ describe('screening bad grammars', () => {
     // Half of them needed xgrammar to refuse them; the serving instance compiled none of them.
     expect(after.rejected - before.rejected).toBe(120);
     expect(after.compiles).toBe(before.compiles);
-    expect(after.screenInstances - before.screenInstances).toBeGreaterThanOrEqual(120 / 8);
+    // With its stack pointer put back after each abort, one screening instance takes them all (its successor waits, warm).
+    expect(after.screenInstances - before.screenInstances).toBeLessThanOrEqual(1);
     times.sort((a, b) => a - b);
     console.log(`200 bad grammars: p50 ${times[100].toFixed(1)} ms, p95 ${times[190].toFixed(1)} ms, max ${times[199].toFixed(1)} ms`);
     expect(times[199]).toBeLessThan(5000);
