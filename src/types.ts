@@ -3,6 +3,7 @@
  * re-exports them, so a user sees one set of names.
  */
 import type { ErrorListener } from './errors.js';
+import type { GrammarStats } from './grammar/engine.js';
 import type { GrammarSpec } from './grammar/spec.js';
 
 /** Why a sequence stopped, in TGI's words. OpenAI routes map `eos_token` and `stop_sequence` to `stop`. */
@@ -92,9 +93,9 @@ export interface SamplingParams {
   presencePenalty: number;
   /** Always assigned (random when the request gave none), and reported back. */
   seed: number;
-}
   /** Set by the engine when nobody reads the tokens' logprobs (`GenerateOptions.tokenLogprobs`). */
   skipLogprobs?: boolean;
+}
 
 /**
  * A request after parameter validation: every default resolved, a seed assigned. Token-count rules
@@ -173,13 +174,13 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** The caller streams the tokens; some parameters (`decoder_input_details`) are refused then, as TGI does. */
   stream?: boolean;
-}
   /**
    * Whether the caller reads each token's `logprob` (default true: TGI's streams carry it). False
    * spares a greedy row the pass over the whole vocabulary that a logprob costs; `logprob` is then
    * NaN, unless `details` asked for it.
    */
   tokenLogprobs?: boolean;
+}
 
 /**
  * What `engine.generate()` returns: iterate it for events. `accepted` settles once the engine has
@@ -313,10 +314,10 @@ export interface ModelInfo {
     layout: 'left' | 'anchored' | 'right';
     /** Why rows of one pass would change each other's tokens (then one row per pass, unless `allowBatchVariance`), or null. */
     rowCoupling: string | null;
-  };
-  /** The ONNX graph as read from the file: inputs, outputs, node counts per operator, external data files. */
     /** Decode passes write new keys into a pre-allocated cache instead of copying it (GroupQueryAttention's shared buffer). */
     inPlace: boolean;
+  };
+  /** The ONNX graph as read from the file: inputs, outputs, node counts per operator, external data files. */
   graph: { inputs: string[]; outputs: string[]; opTypes: Record<string, number>; externalData: string[] };
   /** KV-cache bytes one token of one sequence holds. */
   kvBytesPerToken: number;
@@ -360,6 +361,8 @@ export interface EngineStats {
   /** Tokens prompt-lookup speculation proposed, and those the model confirmed, since the worker started. Absent when it is off. */
   speculativeProposedTokens?: number;
   speculativeAcceptedTokens?: number;
+  /** The grammar engine's counters since the worker started; absent until a request first used a grammar. */
+  grammar?: GrammarStats;
 }
 
 /** One forward pass of the engine, for the batch metrics (TGI's `tgi_batch_*`). */

@@ -103,7 +103,8 @@ class WorkerEngine implements Engine {
   /** A worker that dies fails its requests and is replaced; the host process never goes down with it. */
   private onExit(worker: Worker, code: number, crashed: boolean): void {
     if (worker !== this.worker) return;
-    this.latest = { ...this.latest, queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: false };
+    // The dead worker's grammar counters went with it (its matchers too): a new one starts over.
+    this.latest = { ...this.latest, queueSize: 0, batchSize: 0, batchReservedTokens: 0, healthy: false, grammar: undefined };
     if (this.stopping) {
       this.failAll(this.stopping);
       return this.markExited();
@@ -224,8 +225,8 @@ class WorkerEngine implements Engine {
       const refused = this.unavailable();
       if (refused) throw refused;
       const params = validateParameters(parameters, this.info.limits, { stream: options.stream ?? false, ...extra });
-      const message: ToWorker = { type: 'submit', id, prompt: prompt(), params };
       if (options.tokenLogprobs === false && !params.details) params.sampling.skipLogprobs = true;
+      const message: ToWorker = { type: 'submit', id, prompt: prompt(), params };
       state.params = params;
       this.requests.set(id, state);
       state.watch(options.signal);
@@ -246,6 +247,9 @@ class WorkerEngine implements Engine {
         return this.requests.get(message.id)?.accept(message.inputLength);
       case 'rejected':
         return this.settle(message.id, deserializeError(message.error));
+      case 'stats':
+        this.latest = message.stats;
+        return;
       case 'step':
         this.latest = message.stats;
         if (message.pass) this.passListeners.forEach((listener) => listener(message.pass!));

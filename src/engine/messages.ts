@@ -54,4 +54,6 @@ export type FromWorker =
   /** Every sequence's token of one forward pass, in one message. */
   | { type: 'step'; tokens: StepToken[]; stats: EngineStats; pass?: ForwardPassRecord }
   | { type: 'failed'; ids: number[]; error: SerializedError; stats: EngineStats; pass?: ForwardPassRecord }
+  /** Stats that changed between passes (a grammar refused or released), which no 'step' would carry yet. */
+  | { type: 'stats'; stats: EngineStats }
   | { type: 'reply'; callId: number; result?: unknown; error?: SerializedError };

@@ -9,11 +9,11 @@ import { readFile } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename, join } from 'node:path';
 import { InferenceError, ModelLoadError, TemplateError, ValidationError, serializeError } from '../errors.js';
-import { createGrammarEngine, type GrammarEngine, type RowMatcher } from '../grammar/index.js';
+import { createGrammarEngine, type GrammarEngine, type GrammarStats, type RowMatcher } from '../grammar/index.js';
 import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
-import type { ModelInfo, TokenizedToken } from '../types.js';
+import type { EngineStats, ModelInfo, TokenizedToken } from '../types.js';
 import { kvBytesPerToken, resolveConfig } from './config.js';
 import { GenerationLoop } from './generation-loop.js';
 import type { FromWorker, Prompt, ToWorker, WorkerInit } from './messages.js';
@@ -37,6 +37,53 @@ interface Loaded {
   grammars: Promise<GrammarEngine> | null;
   /** Requests whose grammar is being compiled, and whether they were cancelled meanwhile. */
   compiling: Map<number, { cancelled: boolean }>;
+  stats: StatsRelay;
+}
+
+type StatsRelay = ReturnType<typeof statsRelay>;
+
+/**
+ * Adds the grammar engine's counters to the loop's messages that carry stats (one per pass). What
+ * changes between passes (a 422, a cancel before the first pass, a row released after its last
+ * token went out) is sent when the turn is over, in a 'stats' message, and only if it changed, so
+ * that the host's figures are right once the worker is idle.
+ */
+function statsRelay(loopStats: () => EngineStats) {
+  let grammars: GrammarEngine | null = null;
+  let sent: GrammarStats | null = null;
+  let scheduled = false;
+  const withGrammar = (stats: EngineStats): EngineStats => {
+    if (!grammars) return stats;
+    sent = grammars.stats();
+    return { ...stats, grammar: sent };
+  };
+  const unchanged = (now: GrammarStats): boolean =>
+    sent !== null &&
+    (Object.keys(now) as Array<keyof GrammarStats>).every((key) => typeof now[key] !== 'number' || now[key] === sent![key]);
+  const flush = (): void => {
+    if (grammars && !unchanged(grammars.stats())) post({ type: 'stats', stats: withGrammar(loopStats()) });
+  };
+  const settle = (): void => {
+    if (!grammars || scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      flush();
+    });
+  };
+  return {
+    attach(engine: GrammarEngine): void {
+      grammars = engine;
+    },
+    /** The loop's `post`. */
+    post(message: FromWorker): void {
+      post(message.type === 'step' || message.type === 'failed' ? { ...message, stats: withGrammar(message.stats) } : message);
+      settle();
+    },
+    settle,
+    /** Sends what changed now, e.g. before a 422 so that the refusal is counted by the time its client sees it. */
+    flush,
+  };
 }
 
 async function load({ options }: WorkerInit): Promise<Loaded> {
@@ -82,7 +129,8 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
           dtype: model.kvDtype,
         })
       : null;
-  const loop = new GenerationLoop(model, resolved, resolved.limits.maxTotalTokens, post, prefixCache);
+  const stats = statsRelay(() => loop.stats());
+  const loop = new GenerationLoop(model, resolved, resolved.limits.maxTotalTokens, stats.post, prefixCache);
   return {
     info,
     tokenizer,
@@ -92,6 +140,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) },
     grammars: null,
     compiling: new Map(),
+    stats,
   };
 }
 
@@ -125,12 +174,16 @@ async function submit(engine: Loaded, message: Extract<ToWorker, { type: 'submit
       } finally {
         engine.compiling.delete(id);
       }
-      if (pending.cancelled) return grammar.release();
+      if (pending.cancelled) {
+        grammar.release();
+        return engine.stats.settle();
+      }
     }
     post({ type: 'accepted', id, inputLength: promptIds.length });
     engine.loop.submit(new Sequence(id, promptIds, params, maxNewTokens, engine.ctx, receivedAt, grammar));
   } catch (error) {
     grammar?.release();
+    engine.stats.flush();
     post({ type: 'rejected', id, error: serializeError(error) });
   }
 }
@@ -140,7 +193,13 @@ function grammarEngine(engine: Loaded): Promise<GrammarEngine> {
   if (!engine.grammars) {
     const loading = (async () => {
       const tokenizerJson = JSON.parse(await readFile(join(engine.info.modelDir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
-      return createGrammarEngine({ tokenizerJson, vocabSize: engine.info.vocabSize, stopTokenIds: engine.info.eosTokenIds });
+      const grammars = await createGrammarEngine({
+        tokenizerJson,
+        vocabSize: engine.info.vocabSize,
+        stopTokenIds: engine.info.eosTokenIds,
+      });
+      engine.stats.attach(grammars);
+      return grammars;
     })();
     // A failed load is not kept: the next request with a grammar tries again.
     loading.catch(() => (engine.grammars = null));
@@ -196,7 +255,9 @@ async function main(): Promise<void> {
       case 'cancel': {
         const compiling = engine.compiling.get(message.id);
         if (compiling) compiling.cancelled = true;
-        return engine.loop.cancel(message.id);
+        engine.loop.cancel(message.id);
+        // A queued row is released at once, with no pass to tell of it.
+        return engine.stats.settle();
       }
       case 'call':
         return call(engine, message);

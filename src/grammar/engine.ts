@@ -40,10 +40,16 @@ export interface GrammarEngineOptions {
   onCompile?: (seconds: number) => void;
 }
 
-/** Counters for `/metrics`. */
+/** Upper bounds (s) of the compile-time histogram's buckets: 1–300 ms is usual, seconds the worst. */
+export const COMPILE_SECONDS_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Counters for `/metrics`, since the engine was made. Plain data: they cross `postMessage`. */
 export interface GrammarStats {
+  /** Compiles (cache misses), failed ones included, and their time. */
   compiles: number;
   compileSeconds: number;
+  /** Compiles that took at most `COMPILE_SECONDS_BUCKETS[i]`, for each i (cumulative, as Prometheus' `le`). */
+  compileBuckets: number[];
   cacheHits: number;
   /** Compiled grammars held, in use or idle. */
   cached: number;
@@ -51,6 +57,8 @@ export interface GrammarStats {
   liveMatchers: number;
   /** Grammars refused by xgrammar's parse (the TypeScript rules' refusals are not counted). */
   rejected: number;
+  /** Grammars refused with a 422 for any reason: the rules, xgrammar's parse, a language with no text. */
+  refused: number;
   screenInstances: number;
   /** Linear memory of the serving WASM instance. */
   wasmBytes: number;
@@ -94,7 +102,8 @@ export async function createGrammarEngine(options: GrammarEngineOptions): Promis
   let serving = await createServing(vocabulary, vocabSize, stopTokenIds);
   /** A new serving instance being made after the current one failed. */
   let replacement: Promise<void> | null = null;
-  const counts = { compiles: 0, compileSeconds: 0, cacheHits: 0, liveMatchers: 0 };
+  const counts = { compiles: 0, compileSeconds: 0, cacheHits: 0, liveMatchers: 0, refused: 0 };
+  const compileBuckets = COMPILE_SECONDS_BUCKETS.map(() => 0);
 
   const compile = (lowered: LoweredGrammar, param: string): CompiledGrammarHandle => {
     const { wasm } = serving.runtime;
@@ -125,6 +134,9 @@ export async function createGrammarEngine(options: GrammarEngineOptions): Promis
       const seconds = (performance.now() - started) / 1000;
       counts.compiles++;
       counts.compileSeconds += seconds;
+      COMPILE_SECONDS_BUCKETS.forEach((le, i) => {
+        if (seconds <= le) compileBuckets[i]++;
+      });
       onCompile?.(seconds);
     }
   };
@@ -153,21 +165,27 @@ export async function createGrammarEngine(options: GrammarEngineOptions): Promis
   return {
     vocabSize,
     async createMatcher(spec, param = 'grammar') {
-      const key = grammarKey(spec);
-      const hit = cache.acquire(key);
-      if (hit) {
-        counts.cacheHits++;
-        return matcherFor(hit, param);
+      try {
+        const key = grammarKey(spec);
+        const hit = cache.acquire(key);
+        if (hit) {
+          counts.cacheHits++;
+          return matcherFor(hit, param);
+        }
+        const lowered = await screen.lower(spec, param);
+        if (replacement) await replacement;
+        // Another request may have compiled the same grammar while this one was being screened.
+        const entry = cache.acquire(key) ?? cache.insert(key, { serving, handle: compile(lowered, param) });
+        return matcherFor(entry, param);
+      } catch (error) {
+        if (ValidationError.isInstance(error)) counts.refused++;
+        throw error;
       }
-      const lowered = await screen.lower(spec, param);
-      if (replacement) await replacement;
-      // Another request may have compiled the same grammar while this one was being screened.
-      const entry = cache.acquire(key) ?? cache.insert(key, { serving, handle: compile(lowered, param) });
-      return matcherFor(entry, param);
     },
     stats() {
       return {
         ...counts,
+        compileBuckets: [...compileBuckets],
         cached: cache.size,
         evictions: cache.evictions,
         rejected: screen.rejected,

@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { COMPILE_SECONDS_BUCKETS, type GrammarStats } from '../grammar/index.js';
 import type { AdmissionController } from '../admission.js';
 import type { EndEvent, Engine, EngineStats } from '../types.js';
 
@@ -112,7 +113,10 @@ function register(registry: Registry): RegistryMetrics {
   const sources = new Set<MetricsSource>();
   /** Each engine (and each shared admission) once, however many mounts serve it. */
   const engines = () => new Set([...sources].map((s) => s.engine()).filter((e): e is Engine => e !== null));
-  const sumStats = (field: keyof Omit<EngineStats, 'healthy'>) => [...engines()].reduce((sum, e) => sum + (e.stats()[field] ?? 0), 0);
+  const sumStats = (field: keyof Omit<EngineStats, 'healthy' | 'grammar'>) =>
+    [...engines()].reduce((sum, e) => sum + (e.stats()[field] ?? 0), 0);
+  const grammarStats = () => [...engines()].flatMap((e) => e.stats().grammar ?? []);
+  const sumGrammar = (field: keyof Omit<GrammarStats, 'compileBuckets'>) => grammarStats().reduce((sum, g) => sum + g[field], 0);
   const gauge = (name: string, help: string, value: () => number) =>
     new Gauge({
       name,
@@ -146,6 +150,28 @@ function register(registry: Registry): RegistryMetrics {
     sumStats('prefixCacheTokens'),
   );
   gauge('streaming_inference_prefix_cache_bytes', 'Bytes the prefix cache holds', () => sumStats('prefixCacheBytes'));
+  counter('streaming_inference_grammar_cache_hits_total', 'Grammar requests served by an already compiled grammar', () =>
+    sumGrammar('cacheHits'),
+  );
+  counter('streaming_inference_grammar_cache_misses_total', 'Grammars compiled, failed compiles included', () => sumGrammar('compiles'));
+  workerHistogram(registry, 'streaming_inference_grammar_compile_duration', 'Grammar compile time, cache misses only (s)', () => {
+    const all = grammarStats();
+    return {
+      buckets: COMPILE_SECONDS_BUCKETS.map((le, i) => [le, all.reduce((sum, g) => sum + g.compileBuckets[i], 0)]),
+      sum: all.reduce((sum, g) => sum + g.compileSeconds, 0),
+      count: all.reduce((sum, g) => sum + g.compiles, 0),
+    };
+  });
+  counter('streaming_inference_grammar_rejections_total', 'Grammars refused with a 422 by the grammar engine (its rules or xgrammar)', () =>
+    sumGrammar('refused'),
+  );
+  gauge('streaming_inference_grammar_live_matchers', 'Rows whose grammar state is held, generating or about to', () =>
+    sumGrammar('liveMatchers'),
+  );
+  gauge('streaming_inference_grammar_cached', 'Compiled grammars held, in use or idle', () => sumGrammar('cached'));
+  gauge('streaming_inference_grammar_wasm_bytes', "Linear memory of the grammar engine's serving WASM instance", () =>
+    sumGrammar('wasmBytes'),
+  );
   gauge('streaming_inference_in_flight_requests', 'Admitted requests, queued or generating', () => {
     const admissions = new Set([...sources].map((s) => s.admission()).filter((a): a is AdmissionController => a !== null));
     return [...admissions].reduce((sum, a) => sum + a.inFlight, 0);
@@ -166,6 +192,43 @@ function register(registry: Registry): RegistryMetrics {
     sources,
     watched: new Map(),
   };
+}
+
+/**
+ * A histogram counted elsewhere: the grammar compile times are observed in the worker, which sends
+ * its bucket counts with the stats, and prom-client's Histogram only counts what it observes itself.
+ * So this is a collector of its own, in the shape the registry renders (`_bucket`, `_sum`, `_count`).
+ */
+function workerHistogram(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => { buckets: Array<[number, number]>; sum: number; count: number },
+): void {
+  const collector = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    async get() {
+      const { buckets, sum, count } = read();
+      return {
+        name,
+        help,
+        type: 'histogram',
+        aggregator: 'sum',
+        values: [
+          ...buckets.map(([le, value]) => ({ metricName: `${name}_bucket`, labels: { le }, value })),
+          { metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: count },
+          { metricName: `${name}_sum`, labels: {}, value: sum },
+          { metricName: `${name}_count`, labels: {}, value: count },
+        ],
+      };
+    },
+    // Counted in the worker since it started, like the counters above: nothing here to reset.
+    reset() {},
+  };
+  registry.registerMetric(collector as unknown as Metric);
 }
 
 /** Counts one engine's forward passes into a registry's batch metrics. */

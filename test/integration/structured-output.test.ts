@@ -1,10 +1,12 @@
 /**
  * Grammar-constrained generation end to end, over real HTTP on the tiny fixture (whose free output
  * is noise, so any text that parses proves the constraint): TGI's `parameters.grammar` on
- * `/generate*`, OpenAI's `response_format` through the real `openai` SDK, streamed and whole, a
+ * `/generate*` and through `@huggingface/inference`'s `textGeneration`, OpenAI's `response_format`
+ * through the real `openai` SDK, streamed and whole, a
  * grammar xgrammar refuses answered 422 before any byte, and constrained rows batched with free
  * ones leaving the free rows' tokens exactly their solo ones.
  */
+import { InferenceClient } from '@huggingface/inference';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/engine.js';
@@ -115,6 +117,40 @@ describe('TGI parameters.grammar on /generate', () => {
         .map((f) => f.token.text)
         .join(''),
     ).toBe(last.generated_text);
+  });
+});
+
+describe('@huggingface/inference textGeneration with parameters.grammar', () => {
+  /** What the client posted, to show the grammar went in its own request rather than being dropped. */
+  const sent: unknown[] = [];
+  const hf = () =>
+    new InferenceClient(undefined, {
+      endpointUrl: server.url,
+      fetch: (input, init) => {
+        sent.push(JSON.parse(String(init?.body)));
+        return fetch(input, init);
+      },
+    });
+
+  it('json: the text is JSON valid against the schema', async () => {
+    sent.length = 0;
+    const grammar = { type: 'json' as const, value: SCHEMA };
+    const out = await hf().textGeneration({
+      model: 'tiny',
+      inputs: 'Hello',
+      parameters: { max_new_tokens: 60, do_sample: false, grammar },
+    });
+    expect(matchesSchema(out.generated_text)).toBe(true);
+    expect(sent).toEqual([expect.objectContaining({ grammar })]);
+  });
+
+  it.each([1, 2])('regex: the whole text matches (seed %i)', async (seed) => {
+    const out = await hf().textGeneration({
+      model: 'tiny',
+      inputs: 'Hello',
+      parameters: { max_new_tokens: 40, do_sample: true, seed, grammar: { type: 'regex', value: REGEX } },
+    });
+    expect(out.generated_text).toMatch(new RegExp(`^${REGEX}$`));
   });
 });
 
