@@ -45,6 +45,16 @@ const PEER_ROWS: PeerRow[] = [
     speculativeTokens: 0,
     versus: 'node-llama-cpp Q4_0',
   }),
+  // Block 128 instead of the quantizer's default 32: fewer scales to stream per token, a coarser fit.
+  ours('ours GQA q4 block 128', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4', q4BlockSize: 128 }), {
+    dtype: 'q4',
+    versus: 'node-llama-cpp Q4_0',
+  }),
+  ours('ours GQA q4 block 128, no speculation', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4', q4BlockSize: 128 }), {
+    dtype: 'q4',
+    speculativeTokens: 0,
+    versus: 'node-llama-cpp Q4_0',
+  }),
   llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
 ];
 

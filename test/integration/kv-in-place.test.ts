@@ -15,6 +15,7 @@ const VARIANTS: Array<{ name: string; fixture: Partial<FixtureOptions> }> = [
   { name: 'fp32', fixture: { attention: 'gqa' } },
   { name: 'fp16', fixture: { attention: 'gqa', weights: 'fp16' } },
   { name: 'q4', fixture: { attention: 'gqa', weights: 'q4' } },
+  { name: 'q4 block 128', fixture: { attention: 'gqa', weights: 'q4', q4BlockSize: 128 } },
 ];
 
 async function load(fixture: Partial<FixtureOptions>): Promise<ModelSession> {

@@ -43,14 +43,14 @@ async function run(graph: GraphSpec, x: Float32Array): Promise<Record<string, Fl
 }
 
 /** Reads the q4 tensors back the way MatMulNBits does: `(q − zero point) · scale`. */
-function dequantizeQ4(q: ReturnType<typeof quantizeQ4>, K: number, N: number): Float32Array {
-  const blocks = Math.ceil(K / Q4_BLOCK_SIZE);
+function dequantizeQ4(q: ReturnType<typeof quantizeQ4>, K: number, N: number, blockSize = Q4_BLOCK_SIZE): Float32Array {
+  const blocks = Math.ceil(K / blockSize);
   const nibble = (bytes: Uint8Array, index: number) => (bytes[index >> 1] >> ((index & 1) * 4)) & 0xf;
   const out = new Float32Array(K * N);
   for (let n = 0; n < N; n++) {
     for (let k = 0; k < K; k++) {
-      const b = Math.floor(k / Q4_BLOCK_SIZE);
-      const value = nibble(q.packed.subarray(n * blocks * 16), k);
+      const b = Math.floor(k / blockSize);
+      const value = nibble(q.packed.subarray((n * blocks * blockSize) / 2), k);
       const zeroPoint = nibble(q.zeroPoints.subarray(n * Math.ceil(blocks / 2)), b);
       out[k * N + n] = (value - zeroPoint) * q.scales[n * blocks + b];
     }
@@ -77,36 +77,41 @@ describe('q4 (MatMulNBits, as MatMul4BitsQuantizer writes it)', () => {
     }
   });
 
-  it('rewrites MatMul nodes into MatMulNBits that onnxruntime computes as the dequantized weights', async () => {
-    const K = 64;
-    const N = 48;
-    const w = randomWeights(1, 'w', K * N, 1 / 8);
-    const graph = quantizeWeights(matmulGraph(K, { w }), 'q4');
-    expect(graph.nodes).toEqual([
-      {
-        opType: 'MatMulNBits',
-        domain: 'com.microsoft',
-        name: '/w/MatMul_Q4',
-        inputs: ['x', 'w_Q4', 'w_scales', 'w_zero_points'],
-        outputs: ['y_w'],
-        attributes: { K, N, accuracy_level: 4, bits: 4, block_size: 32 },
-      },
-    ]);
-    expect(graph.initializers.map((t) => [t.name, t.dataType, t.dims])).toEqual([
-      ['w_Q4', DataType.UINT8, [N, 2, 16]],
-      ['w_scales', DataType.FLOAT, [N * 2]],
-      ['w_zero_points', DataType.UINT8, [N]],
-    ]);
-    // Integers with a ±127 in each block: accuracy level 4's int8 activations hold them exactly.
-    const x = Float32Array.from({ length: K }, (_, k) => (k % 32 === 0 ? 127 : ((k * 37) % 255) - 127));
-    const y = (await run(graph, x)).y_w;
-    const dq = dequantizeQ4(quantizeQ4(w, K, N), K, N);
-    for (let n = 0; n < N; n++) {
-      let expected = 0;
-      for (let k = 0; k < K; k++) expected += x[k] * dq[k * N + n];
-      expect(y[n]).toBeCloseTo(expected, 3);
-    }
-  });
+  it.each([
+    { blockSize: 32, K: 64 },
+    { blockSize: 128, K: 256 },
+  ])(
+    'rewrites MatMul nodes into MatMulNBits (block $blockSize) that onnxruntime computes as the dequantized weights',
+    async ({ blockSize, K }) => {
+      const N = 48;
+      const w = randomWeights(1, 'w', K * N, 1 / 8);
+      const graph = quantizeWeights(matmulGraph(K, { w }), 'q4', blockSize);
+      expect(graph.nodes).toEqual([
+        {
+          opType: 'MatMulNBits',
+          domain: 'com.microsoft',
+          name: '/w/MatMul_Q4',
+          inputs: ['x', 'w_Q4', 'w_scales', 'w_zero_points'],
+          outputs: ['y_w'],
+          attributes: { K, N, accuracy_level: 4, bits: 4, block_size: blockSize },
+        },
+      ]);
+      expect(graph.initializers.map((t) => [t.name, t.dataType, t.dims])).toEqual([
+        ['w_Q4', DataType.UINT8, [N, 2, blockSize / 2]],
+        ['w_scales', DataType.FLOAT, [N * 2]],
+        ['w_zero_points', DataType.UINT8, [N]],
+      ]);
+      // Integers with a ±127 in each block: accuracy level 4's int8 activations hold them exactly.
+      const x = Float32Array.from({ length: K }, (_, k) => (k % blockSize === 0 ? 127 : ((k * 37) % 255) - 127));
+      const y = (await run(graph, x)).y_w;
+      const dq = dequantizeQ4(quantizeQ4(w, K, N, blockSize), K, N, blockSize);
+      for (let n = 0; n < N; n++) {
+        let expected = 0;
+        for (let k = 0; k < K; k++) expected += x[k] * dq[k * N + n];
+        expect(y[n]).toBeCloseTo(expected, 3);
+      }
+    },
+  );
 });
 
 describe('q8 (DynamicQuantizeLinear + MatMulInteger, as quantize_dynamic writes it)', () => {
