@@ -23,7 +23,12 @@ export class SseWriter {
 
   open(headers: Record<string, string> = {}): void {
     this.res.writeHead(200, { ...SSE_HEADERS, ...headers });
+    // Held until the end of this tick, so that a first frame already at hand (a remote engine opens
+    // the stream at its upstream's first token) leaves in the same packet as the headers.
+    const socket = this.res.socket;
+    socket?.cork();
     this.res.flushHeaders();
+    if (socket) process.nextTick(() => socket.uncork());
     this.lastWrite = Date.now();
     this.timer = setInterval(() => {
       if (Date.now() - this.lastWrite >= this.keepAliveMs) void this.write(KEEP_ALIVE_FRAME);

@@ -7,6 +7,7 @@ import type { RequestState } from '../engine/request-state.js';
 import { GenerationError, InferenceError, ValidationError, type ErrorType } from '../errors.js';
 import { failureKind, type Decoded, type FailureKind, type UpstreamCall, type UpstreamFailure } from './dialect.js';
 import { sseData } from './sse-data.js';
+import type { UpstreamResponse } from './upstream-http.js';
 import type { Outcome, UpstreamMetrics } from './upstream-metrics.js';
 import type { Upstream } from './upstream.js';
 
@@ -47,6 +48,8 @@ class Attempt {
   private timer: NodeJS.Timeout | undefined;
   private answered = 0;
   private firstToken = 0;
+  /** The upstream's answer was read to its end: its connection is back in the pool. */
+  private drained = false;
 
   constructor(private readonly context: AttemptContext) {}
 
@@ -65,8 +68,8 @@ class Attempt {
     } finally {
       clearTimeout(this.timer);
       cancel.removeEventListener('abort', onCancel);
-      // Drops the connection if the stream was left unread; a finished one is already back in the pool.
-      this.controller.abort();
+      // Drops the connection if the answer was left unread.
+      if (!this.drained) this.controller.abort();
       upstream.finish(this.controller, this.committed);
       metrics.outcome(upstream.url, this.outcome);
     }
@@ -74,16 +77,15 @@ class Attempt {
 
   private async exchange(): Promise<UpstreamFailure | null> {
     const { upstream, call } = this.context;
-    const res = await upstream.fetch(call.path, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: call.whole ? 'application/json' : 'text/event-stream' },
-      body: JSON.stringify(call.body),
+    const res = await upstream.request(call.path, {
+      json: call.body,
+      accept: call.whole ? 'application/json' : 'text/event-stream',
       signal: this.controller.signal,
     });
     clearTimeout(this.timer);
     this.answered = performance.now();
     if (!res.ok) return this.refused(await refusal(res), res.status);
-    const bodies = call.whole ? wholeBody(res) : sseData(res.body as unknown as AsyncIterable<Uint8Array>);
+    const bodies = call.whole ? wholeBody(res) : sseData(res.body);
     for await (const data of bodies) {
       upstream.heard();
       if (this.ended) continue;
@@ -92,6 +94,7 @@ class Attempt {
       // The stream should end right after its last event; its connection goes back to the pool if it does.
       if (this.ended) this.timer = setTimeout(() => this.controller.abort(), DRAIN_MS);
     }
+    this.drained = true;
     if (!this.ended) {
       const failure = this.deliver(call.decoder.close());
       if (failure) return this.refused(failure);
@@ -188,12 +191,12 @@ function decode(call: UpstreamCall, data: string): Decoded[] {
   }
 }
 
-async function* wholeBody(res: Response): AsyncGenerator<string> {
+async function* wholeBody(res: UpstreamResponse): AsyncGenerator<string> {
   yield await res.text();
 }
 
 /** An error status: its kind, the upstream's message (TGI's or OpenAI's shape) and `Retry-After`. */
-export async function refusal(res: Response): Promise<UpstreamFailure> {
+export async function refusal(res: UpstreamResponse): Promise<UpstreamFailure> {
   const text = await res.text().catch(() => '');
   let message = `HTTP ${res.status}`;
   let type: unknown;
@@ -209,7 +212,7 @@ export async function refusal(res: Response): Promise<UpstreamFailure> {
   } catch {
     // Not JSON: the status says enough.
   }
-  const retryAfter = Number(res.headers.get('retry-after'));
+  const retryAfter = Number(res.header('retry-after'));
   return {
     kind: failureKind(type, res.status),
     message,

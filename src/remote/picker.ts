@@ -1,22 +1,34 @@
 /**
  * Which upstream takes the next request: least loaded by power of two choices. The load is our own
- * in-flight count over the upstream's capacity, which reacts at once to our own dispatches, plus its
- * scraped queue depth when the sample is fresh, which adds the traffic of other clients. Sampling
- * two at random and taking the lighter one spreads a burst instead of sending it all to the one
- * that looked best at the last scrape, and ties go either way, never to the first declared.
+ * in-flight count, which reacts at once to our own dispatches, plus the requests of other clients
+ * that its fresh scrape shows, over its capacity. Sampling two at random and taking the lighter one
+ * spreads a burst instead of sending it all to the one that looked best at the last scrape, and ties
+ * go either way, never to the first declared.
  */
 
 export interface Load {
   /** Requests we have sent it that are not finished. */
   inFlight: number;
   capacity: number;
-  /** Its own queue depth when freshly scraped, else 0: a stale sample never makes it look lighter. */
-  queue: number;
+  /** Requests of other clients on it (`othersLoad`) when freshly scraped, else 0: a stale sample never makes it look lighter. */
+  others: number;
 }
 
-/** Lower is lighter. @example loadScore({ inFlight: 1, capacity: 4, queue: 2 }); // 0.75 */
+/** Lower is lighter. @example loadScore({ inFlight: 1, capacity: 4, others: 2 }); // 0.75 */
 export function loadScore(load: Load): number {
-  return (load.inFlight + load.queue) / load.capacity;
+  return (load.inFlight + load.others) / load.capacity;
+}
+
+/**
+ * The requests of other clients an upstream holds: what it reports waiting and running, less ours
+ * at that moment, which its counts include and our in-flight count already weighs. Without the
+ * subtraction our own requests would count twice while they wait for their prefill there.
+ *
+ * @example
+ * othersLoad({ queue: 3, running: 8, ours: 6 }); // 5
+ */
+export function othersLoad(scraped: { queue: number; running: number; ours: number }): number {
+  return Math.max(0, scraped.queue + scraped.running - scraped.ours);
 }
 
 /**

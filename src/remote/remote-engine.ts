@@ -45,6 +45,7 @@ import { resolveRemoteOptions, type RemoteEngineOptions, type ResolvedRemoteOpti
 import { loadScore, pickLeastLoaded } from './picker.js';
 import { tgiGenerateCall } from './tgi-dialect.js';
 import { createUpstreamMetrics, type UpstreamMetrics } from './upstream-metrics.js';
+import type { UpstreamResponse } from './upstream-http.js';
 import { Upstream } from './upstream.js';
 import { readTokenize, tokenizeCall } from './tokenize.js';
 
@@ -333,7 +334,7 @@ export class RemoteEngine implements Engine {
     const candidates = this.upstreams.filter((u) => !tried.has(u) && u.available(now));
     return pickLeastLoaded(
       candidates,
-      (u) => loadScore({ inFlight: u.inFlight, capacity: u.capacity, queue: u.freshLoad(now)?.queue ?? 0 }),
+      (u) => loadScore({ inFlight: u.inFlight, capacity: u.capacity, others: u.freshLoad(now)?.others ?? 0 }),
       this.options.random,
     );
   }
@@ -348,14 +349,9 @@ export class RemoteEngine implements Engine {
   }
 
   private async postJson(upstream: Upstream, path: string, body: unknown): Promise<unknown> {
-    let res: Response;
+    let res: UpstreamResponse;
     try {
-      res = await upstream.fetch(path, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.options.headersTimeoutMs),
-      });
+      res = await upstream.request(path, { json: body, signal: AbortSignal.timeout(this.options.headersTimeoutMs) });
     } catch {
       throw new UpstreamUnavailableError(`The upstream server did not answer ${path}`);
     }

@@ -6,8 +6,10 @@
  * again once the upstream answers.
  */
 import { discover, type Discovery } from './discovery.js';
+import { othersLoad } from './picker.js';
 import type { ResolvedUpstream } from './options.js';
 import { promValues } from './prom-text.js';
+import { UpstreamHttp, type UpstreamRequest, type UpstreamResponse } from './upstream-http.js';
 import type { UpstreamMetrics } from './upstream-metrics.js';
 
 /** Queue depth and running count, by engine; the first name an upstream exposes wins. */
@@ -29,6 +31,8 @@ export interface UpstreamSettings {
 export interface UpstreamLoad {
   queue: number;
   running: number;
+  /** Of those, the requests of other clients (`othersLoad`). */
+  others: number;
   /** When it was scraped (performance.now()). */
   at: number;
 }
@@ -57,6 +61,7 @@ export class Upstream {
   /** When it last sent us bytes of a generation (performance.now()). */
   private lastHeard = 0;
   private firstProbe: Promise<void> | null = null;
+  private readonly http: UpstreamHttp;
 
   constructor(
     private readonly options: ResolvedUpstream,
@@ -68,6 +73,7 @@ export class Upstream {
     this.url = options.url;
     this.dialect = options.dialect;
     this.scraping = settings.loadIntervalMs > 0;
+    this.http = new UpstreamHttp(options.url, options.headers);
     metrics.up(this.url, false);
     metrics.inFlight(this.url, 0);
   }
@@ -91,6 +97,7 @@ export class Upstream {
     this.stopped = true;
     if (this.probeTimer) clearTimeout(this.probeTimer);
     if (this.loadTimer) clearTimeout(this.loadTimer);
+    this.http.close();
   }
 
   /** Whether a new request may go here now. */
@@ -108,8 +115,8 @@ export class Upstream {
     return this.load && now - this.load.at <= 2 * this.settings.loadIntervalMs ? this.load : null;
   }
 
-  fetch(path: string, init: RequestInit = {}): Promise<Response> {
-    return fetch(this.url + path, { ...init, headers: { ...this.options.headers, ...(init.headers as Record<string, string>) } });
+  request(path: string, options?: UpstreamRequest): Promise<UpstreamResponse> {
+    return this.http.request(path, options);
   }
 
   /** An attempt starts; `controller` is aborted if the upstream goes down before its first token. */
@@ -208,8 +215,8 @@ export class Upstream {
   private async healthy(): Promise<boolean> {
     if (this.settings.probeIntervalMs === 0) return true;
     try {
-      const res = await this.fetch(this.probePath, { signal: AbortSignal.timeout(this.settings.probeIntervalMs) });
-      await res.body?.cancel();
+      const res = await this.request(this.probePath, { signal: AbortSignal.timeout(this.settings.probeIntervalMs) });
+      await res.text();
       // A server without /health (Ollama): its model list says it answers.
       if (res.status === 404 && this.probePath === '/health') {
         this.probePath = '/v1/models';
@@ -234,9 +241,9 @@ export class Upstream {
   }
 
   private async getJson(path: string): Promise<unknown> {
-    const res = await this.fetch(path, { signal: AbortSignal.timeout(this.settings.headersTimeoutMs) });
+    const res = await this.request(path, { signal: AbortSignal.timeout(this.settings.headersTimeoutMs) });
     if (!res.ok) {
-      await res.body?.cancel();
+      await res.text();
       throw new Error(`${this.url}${path}: HTTP ${res.status}`);
     }
     return res.json();
@@ -253,15 +260,14 @@ export class Upstream {
     if (!this.up || this.stopped) return;
     const interval = this.settings.loadIntervalMs;
     try {
-      const res = await this.fetch('/metrics', { signal: AbortSignal.timeout(2 * interval) });
+      const res = await this.request('/metrics', { signal: AbortSignal.timeout(2 * interval) });
+      const text = await res.text();
       if (res.status === 404 || res.status === 501) {
         // No metrics (llama.cpp without --metrics, Ollama): route on our own counts only.
-        await res.body?.cancel();
         this.scraping = false;
         return;
       }
-      if (res.ok) this.readLoad(await res.text());
-      else await res.body?.cancel();
+      if (res.ok) this.readLoad(text);
     } catch {
       // A missed scrape only lets the sample go stale; health is the probe's business.
     }
@@ -273,7 +279,8 @@ export class Upstream {
     const first = (names: string[]) => names.map((name) => values.get(name)).find((v) => v !== undefined);
     const queue = first(QUEUE_NAMES);
     if (queue === undefined) return;
-    this.load = { queue, running: first(RUNNING_NAMES) ?? 0, at: performance.now() };
+    const running = first(RUNNING_NAMES) ?? 0;
+    this.load = { queue, running, others: othersLoad({ queue, running, ours: this.inFlight }), at: performance.now() };
     this.metrics.queue(this.url, queue);
   }
 }

@@ -1,8 +1,9 @@
 /**
- * Balancing over three real `streaming-inference serve` processes: an even split of a steady load,
- * each upstream's own concurrency cap respected (no 429 below the fleet's total), a saturated fleet
- * answered with an immediate 429 and `Retry-After`, and every counter back to zero after each.
- * Which upstream served what is read from the upstreams' own `/metrics`.
+ * Balancing over three real `streaming-inference serve` processes: an even split of a steady load
+ * (with their queues scraped, as by default), each upstream's own concurrency cap respected (no 429
+ * below the fleet's total), a saturated fleet answered with an immediate 429 and `Retry-After` by a
+ * standalone router process, and every counter back to zero after each. Which upstream served what
+ * is read from the upstreams' own `/metrics`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
@@ -10,7 +11,7 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { createRemoteEngine, type RemoteEngine, type RemoteEngineOptions } from '../../src/remote/index.js';
 import { eventually, metricValue, post, postForJson, sseFrames } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
-import { startServes, type ServeProcess } from '../support/serve-process.js';
+import { startServe, startServes, type ServeProcess } from '../support/serve-process.js';
 
 /** Per-upstream caps (`--max-concurrent-requests`) for the second half: a small one beside two larger ones. */
 const CAPS = [2, 4, 4];
@@ -69,13 +70,16 @@ describe('balancing three upstreams', () => {
     await router.close();
   });
 
-  it('splits a steady load evenly: 24 closed-loop clients, each upstream serving a third (±15 %)', async () => {
-    // Our own counts only: with the scraped queue depth, an upstream that gets less of this shared
-    // machine's CPU queues more and is rightly sent less (picker unit tests cover that weighting).
-    router = await startRouter({ loadIntervalMs: 0 });
+  it('splits a steady load evenly: 24 closed-loop clients, each upstream serving a third of 384 requests (±15 %)', async () => {
+    // Scraped every 100 ms, so that the upstreams' own counts weigh in all along: they hold our
+    // requests waiting for their prefill, which the picker must not count a second time.
+    router = await startRouter({ loadIntervalMs: 100 });
     const before = await served();
     const CLIENTS = 24;
-    const EACH = 8;
+    // Enough requests that the upstreams' shares of this shared machine's CPU, which wander over a
+    // run and which least-loaded routing rightly follows, even out: with 192 the worst upstream came
+    // within 3 % of the bound in runs here, with 384 it has stayed within 8 %.
+    const EACH = 16;
     // Requests in flight on each upstream, sampled while every client is running, for the report.
     const held = [0, 0, 0];
     let steady = true;
@@ -87,6 +91,7 @@ describe('balancing three upstreams', () => {
     };
     await Promise.all(Array.from({ length: CLIENTS }, client));
     clearInterval(sample);
+    expect(router.engine.status().every((u) => u.queue !== null)).toBe(true);
     const requests = (await served()).map((n, i) => n - before[i]);
     const total = CLIENTS * EACH;
     expect(requests.reduce((a, b) => a + b)).toBe(total);
@@ -94,23 +99,31 @@ describe('balancing three upstreams', () => {
     const report = `requests per upstream: ${requests}; load held: ${held.map((h) => (h / mean).toFixed(2))} of the mean`;
     for (const share of requests) expect(Math.abs(share - total / 3) / (total / 3), report).toBeLessThanOrEqual(0.15);
   });
+});
+
+describe('a saturated fleet behind a standalone router (`serve --upstream`)', () => {
+  let router: ServeProcess | null = null;
+  afterAll(async () => {
+    await router?.close();
+  });
 
   it("keeps to each upstream's own cap: the fleet's total in flight without a 429, then an immediate 429", async () => {
-    // The same three, restarted with their own limits, which the router discovers when they come back.
+    // The same three, restarted with their own limits, which the router discovers at its start.
     await Promise.all(
       upstreams.map((u, i) => u.restart(['--model', model, '--threads', '1', '--max-concurrent-requests', String(CAPS[i])])),
     );
-    router = await startRouter();
-    expect(router.engine.status().map((u) => u.capacity)).toEqual(CAPS);
+    router = await startServe(upstreams.flatMap((u) => ['--upstream', u.url]));
+    const url = router.url;
+    const perUpstream = (name: string) => Promise.all(upstreams.map((u) => metricValue(url, `${name}{upstream="${u.url}"}`)));
+    expect(await eventually(async () => (await perUpstream('streaming_inference_upstream_up')).every((up) => up === 1), 5000)).toBe(true);
     const total = CAPS.reduce((a, b) => a + b);
-    // Whole answers, so that this process relays the tokens without also streaming them out.
+    // Whole answers, so that the router relays every token without this process streaming them too.
     const parameters = { max_new_tokens: 300, do_sample: false, details: true };
-    const running = Array.from({ length: total }, () =>
-      postForJson(`${router.server.url}/generate`, { inputs: 'Once upon a time', parameters }),
-    );
-    expect(await eventually(() => router.engine.status().reduce((n, u) => n + u.inFlight, 0) === total, 5000)).toBe(true);
+    const running = Array.from({ length: total }, () => postForJson(`${url}/generate`, { inputs: 'Once upon a time', parameters }));
+    const inFlight = () => perUpstream('streaming_inference_upstream_in_flight');
+    expect(await eventually(async () => (await inFlight()).reduce((a, b) => a + b) === total, 5000)).toBe(true);
     // Filled exactly to each cap: the small one got its two and no more.
-    expect(router.engine.status().map((u) => u.inFlight)).toEqual(CAPS);
+    expect(await inFlight()).toEqual(CAPS);
 
     // Saturated: more are refused at once, with Retry-After, never with a 503, and without asking an upstream.
     const asked = () => Promise.all(upstreams.map((u) => metricValue(u.url, 'tgi_request_count')));
@@ -118,18 +131,26 @@ describe('balancing three upstreams', () => {
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       const sent = performance.now();
-      const extra = await post(`${router.server.url}/generate_stream`, greedy(4));
+      const extra = await post(`${url}/generate_stream`, greedy(4));
       waits.push(performance.now() - sent);
       expect(extra.status).toBe(429);
       expect(extra.headers.get('retry-after')).toBe('1');
       expect(await extra.json()).toEqual({ error: 'Model is overloaded', error_type: 'overloaded' });
     }
     expect(await asked()).toEqual(askedBefore);
-    // The fastest of five: this process also relays the running generations, and the machine is shared.
-    expect(Math.min(...waits), `ms to each 429: ${waits.map(Math.round)}`).toBeLessThan(50);
+    // The median of five: the router is busy relaying ten generations, and on this shared machine a
+    // single request can wait out another process's time slice.
+    const median = [...waits].sort((a, b) => a - b)[2];
+    expect(median, `ms to each 429: ${waits.map(Math.round)}`).toBeLessThan(50);
 
     for (const { json } of await Promise.all(running)) expect(json.details.generated_tokens).toBe(300);
     // No upstream ever refused: the router never sent one more than it takes.
     for (const u of upstreams) expect(await metricValue(u.url, 'tgi_request_failure{err="overloaded"}')).toBe(0);
+    // Every count back to zero: the router's own, and each upstream's as the router and as it sees it.
+    const idle = async () =>
+      (await metricValue(url, 'streaming_inference_in_flight_requests')) === 0 &&
+      (await inFlight()).every((n) => n === 0) &&
+      (await Promise.all(upstreams.map((u) => metricValue(u.url, 'streaming_inference_in_flight_requests')))).every((n) => n === 0);
+    expect(await eventually(idle, 1000)).toBe(true);
   });
 });

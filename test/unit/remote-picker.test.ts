@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { createRng } from '../../src/engine/prng.js';
 import { resolveRemoteOptions } from '../../src/remote/options.js';
-import { loadScore, pickLeastLoaded, type Load } from '../../src/remote/picker.js';
+import { loadScore, othersLoad, pickLeastLoaded, type Load } from '../../src/remote/picker.js';
 
 interface Candidate extends Load {
   name: string;
@@ -25,7 +25,7 @@ function counts(candidates: Candidate[], draws: number, seed = 1): Record<string
 
 describe('pickLeastLoaded', () => {
   it('spreads ties evenly, whatever the order of declaration', () => {
-    const idle = ['a', 'b', 'c'].map((name) => ({ name, inFlight: 0, capacity: 4, queue: 0 }));
+    const idle = ['a', 'b', 'c'].map((name) => ({ name, inFlight: 0, capacity: 4, others: 0 }));
     const tally = counts(idle, 3000);
     for (const name of ['a', 'b', 'c']) expect(tally[name] / 3000).toBeGreaterThan(0.3);
   });
@@ -33,9 +33,9 @@ describe('pickLeastLoaded', () => {
   it('never picks the strictly most loaded of three, and prefers the lightest', () => {
     const tally = counts(
       [
-        { name: 'light', inFlight: 0, capacity: 4, queue: 0 },
-        { name: 'mid', inFlight: 2, capacity: 4, queue: 0 },
-        { name: 'heavy', inFlight: 3, capacity: 4, queue: 0 },
+        { name: 'light', inFlight: 0, capacity: 4, others: 0 },
+        { name: 'mid', inFlight: 2, capacity: 4, others: 0 },
+        { name: 'heavy', inFlight: 3, capacity: 4, others: 0 },
       ],
       900,
     );
@@ -44,21 +44,32 @@ describe('pickLeastLoaded', () => {
     expect(tally.light / 900).toBeGreaterThan(0.6);
   });
 
-  it('weighs in-flight by capacity and adds the scraped queue', () => {
-    expect(loadScore({ inFlight: 2, capacity: 8, queue: 0 })).toBeLessThan(loadScore({ inFlight: 1, capacity: 2, queue: 0 }));
-    expect(loadScore({ inFlight: 0, capacity: 4, queue: 3 })).toBe(0.75);
+  it("weighs in-flight by capacity and adds other clients' requests", () => {
+    expect(loadScore({ inFlight: 2, capacity: 8, others: 0 })).toBeLessThan(loadScore({ inFlight: 1, capacity: 2, others: 0 }));
+    expect(loadScore({ inFlight: 0, capacity: 4, others: 3 })).toBe(0.75);
     const tally = counts(
       [
-        { name: 'queued', inFlight: 0, capacity: 4, queue: 5 },
-        { name: 'free', inFlight: 1, capacity: 4, queue: 0 },
+        { name: 'shared', inFlight: 0, capacity: 4, others: 5 },
+        { name: 'free', inFlight: 1, capacity: 4, others: 0 },
       ],
       100,
     );
     expect(tally).toEqual({ free: 100 });
   });
 
+  it("counts a scraped upstream's requests as others' only beyond ours, which it holds too", () => {
+    // Six of ours, two of them still waiting for their prefill: nobody else's.
+    expect(othersLoad({ queue: 2, running: 4, ours: 6 })).toBe(0);
+    // Ours have not all arrived yet, or have already ended there: never below zero.
+    expect(othersLoad({ queue: 0, running: 1, ours: 3 })).toBe(0);
+    expect(othersLoad({ queue: 3, running: 8, ours: 6 })).toBe(5);
+    // So an upstream busy with only our requests weighs what our count says, whatever its queue.
+    const ours = { inFlight: 6, capacity: 8 };
+    expect(loadScore({ ...ours, others: othersLoad({ queue: 2, running: 4, ours: 6 }) })).toBe(loadScore({ ...ours, others: 0 }));
+  });
+
   it('takes the only candidate, and none of none', () => {
-    const only = { name: 'x', inFlight: 9, capacity: 1, queue: 0 };
+    const only = { name: 'x', inFlight: 9, capacity: 1, others: 0 };
     expect(pickLeastLoaded([only], score, Math.random)).toBe(only);
     expect(pickLeastLoaded([], score, Math.random)).toBeNull();
   });
