@@ -50,7 +50,8 @@ export function openaiChatCall(request: ChatGenerateRequest, params: ValidatedPa
   const body = {
     model,
     messages: request.messages,
-    ...(request.tools ? { tools: request.tools } : {}),
+    // vLLM's name, which llama.cpp and our server read too; TGI ignores it.
+    ...(request.chatTemplateKwargs ? { chat_template_kwargs: request.chatTemplateKwargs } : {}),
     ...openaiSampling(params),
     ...(params.details ? { logprobs: true, ...(params.topNTokens > 0 ? { top_logprobs: params.topNTokens } : {}) } : {}),
   };

@@ -49,6 +49,9 @@ import type { UpstreamResponse } from './upstream-http.js';
 import { Upstream } from './upstream.js';
 import { readTokenize, tokenizeCall } from './tokenize.js';
 
+/** What a server answers for a route it does not have. */
+const MISSING_ROUTE = new Set([404, 405, 501]);
+
 /** TGI's defaults, for what no upstream reports. */
 const DEFAULT_LIMITS: ValidationLimits = {
   // Streams carry one sequence: `best_of` > 1 cannot go upstream as a stream.
@@ -172,8 +175,11 @@ export class RemoteEngine implements Engine {
     });
   }
 
+  /** The messages go to the upstream's `/v1/chat/completions` and its own chat template, in either dialect. */
   chat(request: ChatGenerateRequest, options: GenerateOptions = {}): Generation {
     return this.begin(options, () => {
+      // An upstream sends the tool calls it parses as `tool_calls`, which no engine event carries: refused, never dropped.
+      if (request?.tools?.length) throw new ValidationError('`tools` are not relayed to remote upstreams', 'tools');
       const params = validateParameters(request?.parameters, this.info.limits, {
         stream: options.stream ?? false,
         grammar: request?.grammar,
@@ -186,7 +192,14 @@ export class RemoteEngine implements Engine {
     });
   }
 
+  /**
+   * The prompt an upstream's template renders: TGI's `/chat_tokenize`, llama.cpp's `/apply-template`.
+   * Other servers (vLLM, our own `serve`) have no such route: a 404 `invalid_request` says so.
+   */
   async applyChatTemplate(messages: ChatMessage[], options: { tools?: unknown[]; addGenerationPrompt?: boolean } = {}): Promise<string> {
+    if (options.addGenerationPrompt === false) {
+      throw new ValidationError('an upstream renders chat templates with the generation prompt only', 'addGenerationPrompt');
+    }
     const upstream = this.pickAny();
     const path = upstream.dialect === 'tgi' ? '/chat_tokenize' : '/apply-template';
     const json = await this.postJson(upstream, path, { messages, ...(options.tools ? { tools: options.tools } : {}) });
@@ -357,6 +370,10 @@ export class RemoteEngine implements Engine {
     }
     if (!res.ok) {
       const failure = await refusal(res);
+      // As TGI answers `/tokenize` for a model without a tokenizer.
+      if (MISSING_ROUTE.has(res.status)) {
+        throw new InferenceError('invalid_request', `${path} is not available through the remote upstreams`, { status: 404 });
+      }
       if (failure.kind === 'invalid') throw invalidError(failure.message);
       throw new GenerationError(`the upstream server answered ${path} with HTTP ${res.status}`);
     }

@@ -1,7 +1,8 @@
 /**
  * `/tokenize` through an upstream: TGI and our server answer TGI's `[{id, text, start, stop}]`;
  * llama.cpp answers `{tokens: [{id, piece}]}` with `with_pieces`, whose character offsets we count.
- * An upstream that gives ids only (vLLM) leaves the texts empty.
+ * An upstream that gives ids only (vLLM) leaves the texts empty. The OpenAI dialect's body carries
+ * each server's field for the text (`content`, `prompt`, `inputs`), since no standard names it.
  */
 import { GenerationError } from '../errors.js';
 import type { TokenizedToken } from '../types.js';
@@ -10,7 +11,7 @@ import type { Dialect } from './options.js';
 export function tokenizeCall(dialect: Dialect, text: string): { path: string; body: unknown } {
   return dialect === 'tgi'
     ? { path: '/tokenize', body: { inputs: text } }
-    : { path: '/tokenize', body: { content: text, prompt: text, with_pieces: true, add_special: false } };
+    : { path: '/tokenize', body: { content: text, prompt: text, inputs: text, with_pieces: true, add_special: false } };
 }
 
 /**

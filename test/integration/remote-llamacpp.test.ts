@@ -90,6 +90,18 @@ describe.runIf(binary !== null)('llama-server behind the router', () => {
     expect(whole.choices[0].text).toBe(tgi.generated_text);
   });
 
+  it("renders chat templates with llama.cpp's /apply-template and tokenizes with its /tokenize", async () => {
+    const prompt = await engine.applyChatTemplate([{ role: 'user', content: 'Tell me about the sea' }]);
+    expect(prompt).toContain('Tell me about the sea');
+    const own = (await postForJson(`${llama.url}/apply-template`, { messages: [{ role: 'user', content: 'Tell me about the sea' }] })).json;
+    expect(prompt).toBe(own.prompt);
+    const inputs = 'Once upon a time';
+    const { json } = await postForJson(url('/tokenize'), { inputs });
+    expect(json.map((t: { text: string }) => t.text).join('')).toBe(inputs);
+    const ids = (await postForJson(`${llama.url}/tokenize`, { content: inputs })).json.tokens;
+    expect(json.map((t: { id: number }) => t.id)).toEqual(ids);
+  });
+
   it('answers 429 at once beyond its slots, rather than letting it defer', async () => {
     const controllers = [new AbortController(), new AbortController()];
     const long = controllers.map((c) =>

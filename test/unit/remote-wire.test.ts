@@ -11,7 +11,7 @@ import { OpenAIDecoder, openaiChatCall, openaiCompletionCall } from '../../src/r
 import { promValues } from '../../src/remote/prom-text.js';
 import { SseDataParser } from '../../src/remote/sse-data.js';
 import { tgiGenerateCall } from '../../src/remote/tgi-dialect.js';
-import { readTokenize } from '../../src/remote/tokenize.js';
+import { readTokenize, tokenizeCall } from '../../src/remote/tokenize.js';
 import type { ValidationLimits } from '../../src/types.js';
 
 const LIMITS: ValidationLimits = { maxBestOf: 1, maxStopSequences: 4, maxTopNTokens: 5, maxInputTokens: 2047, maxTotalTokens: 2048 };
@@ -153,6 +153,13 @@ describe('OpenAI dialect', () => {
     expect(chat.path).toBe('/v1/chat/completions');
   });
 
+  it("sends chat messages for the upstream's template, with their template arguments", () => {
+    const messages = [{ role: 'user', content: 'Hi' }];
+    const call = openaiChatCall({ messages, chatTemplateKwargs: { enable_thinking: false } }, validated({}), 'm');
+    expect(call.body).toMatchObject({ model: 'm', messages, chat_template_kwargs: { enable_thinking: false } });
+    expect(openaiChatCall({ messages }, validated({}), 'm').body).not.toHaveProperty('chat_template_kwargs');
+  });
+
   it('completions: holds each token back until the next, so the end event carries the last one (recorded)', () => {
     const stream =
       'data: {"object":"text_completion","choices":[{"text":" st","index":0,"logprobs":null,"finish_reason":null}],"usage":null}\n\n' +
@@ -267,6 +274,11 @@ describe('OpenAI dialect', () => {
 });
 
 describe('readTokenize', () => {
+  it("names the text as each server's /tokenize does: TGI's `inputs`, llama.cpp's `content`, vLLM's `prompt`", () => {
+    expect(tokenizeCall('tgi', 'Hi')).toEqual({ path: '/tokenize', body: { inputs: 'Hi' } });
+    expect(tokenizeCall('openai', 'Hi').body).toMatchObject({ inputs: 'Hi', content: 'Hi', prompt: 'Hi', with_pieces: true });
+  });
+
   it('passes TGI tokens through and gives llama.cpp pieces character offsets', () => {
     const tgi = [{ id: 1, text: 'Hi', start: 0, stop: 2 }];
     expect(readTokenize('Hi', tgi)).toEqual(tgi);
