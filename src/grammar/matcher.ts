@@ -49,20 +49,27 @@ export class GrammarRowMatcher implements RowMatcher {
   applyMask(logits: Float32Array): void {
     const mask = this.#mask;
     const n = Math.min(logits.length, this.#vocabSize);
+    // Where a run of all-clear words began: a run is refused with one fill (a number's state allows a few dozen tokens of 49,152).
+    let clearFrom = -1;
     for (let w = 0; w < mask.length; w++) {
       const word = mask[w];
-      if (word === -1) continue;
-      const base = w * 32;
       if (word === 0) {
-        logits.fill(-Infinity, base, Math.min(base + 32, n));
+        if (clearFrom < 0) clearFrom = w * 32;
         continue;
       }
+      if (clearFrom >= 0) {
+        logits.fill(-Infinity, clearFrom, Math.min(w * 32, n));
+        clearFrom = -1;
+      }
+      if (word === -1) continue;
       // Walk the clear bits only: after the first steps of a JSON grammar most words are all-set or all-clear.
+      const base = w * 32;
       for (let refused = ~word; refused !== 0; refused &= refused - 1) {
         const id = base + 31 - Math.clz32(refused & -refused);
         if (id < n) logits[id] = -Infinity;
       }
     }
+    if (clearFrom >= 0) logits.fill(-Infinity, clearFrom, n);
   }
 
   allows(token: number): boolean {
