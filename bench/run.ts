@@ -17,6 +17,7 @@ import { type TextTokenizer, loadTokenizer } from '../src/text/tokenizer.js';
 import type { Engine } from '../src/types.js';
 import { benchFamilies, printFamilies } from './families.js';
 import { floorGreedy, type FloorResult } from './floor.js';
+import { benchGrammar, printGrammar } from './grammar.js';
 import { fmt, pct, stream } from './measure.js';
 import { type PeerRow, comparePeers, llamaCpp, ours, printPeers } from './peer-compare.js';
 
@@ -185,6 +186,10 @@ async function main(): Promise<void> {
   const families = await benchFamilies(PROMPT, promptIds, NEW_TOKENS);
   printFamilies(families);
 
+  console.log('\nGrammar-constrained rows against free rows, and the stall of a cold grammar compile ...');
+  const grammar = await benchGrammar(PROMPT, NEW_TOKENS, QUICK);
+  printGrammar(grammar);
+
   const out = join(import.meta.dirname ?? 'bench', 'results');
   await mkdir(out, { recursive: true });
   const figures = {
@@ -199,6 +204,7 @@ async function main(): Promise<void> {
     ratios,
     families,
     peers,
+    grammar,
   };
   await writeFile(join(out, 'latest.json'), JSON.stringify(figures, null, 2));
   console.log(`\nFigures written to ${join(out, 'latest.json')}`);
