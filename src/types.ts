@@ -267,6 +267,13 @@ export interface EngineOptions {
    * extending, quoting) comes faster. 0 turns it off. Default 4.
    */
   speculativeTokens?: number;
+  /**
+   * The whitespace JSON grammars allow (`response_format`, schemas, tool arguments): `'compact'`
+   * (default) writes one line with `", "` and `": "` between items, which takes fewer tokens and
+   * keeps a small model from looping on whitespace; `'any'` allows any whitespace between tokens,
+   * as vLLM does by default.
+   */
+  jsonWhitespace?: 'compact' | 'any';
   /** Most prompt tokens per request; default `maxTotalTokens - 1`. */
   maxInputTokens?: number;
   /**

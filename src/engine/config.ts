@@ -96,6 +96,7 @@ const ENGINE_OPTIONS: Record<keyof EngineOptions, true> = {
   maxKvCacheBytes: true,
   prefixCacheBytes: true,
   speculativeTokens: true,
+  jsonWhitespace: true,
   maxInputTokens: true,
   maxTotalTokens: true,
   maxStopSequences: true,
@@ -153,8 +154,8 @@ export function checkEngineOptions(options: EngineOptions, caller: Caller = 'cre
       `\`allowBatchVariance\` must be a boolean, got ${JSON.stringify(options.allowBatchVariance) ?? typeof options.allowBatchVariance}`,
     );
   }
-  if (options.allowBatchVariance !== undefined && typeof options.allowBatchVariance !== 'boolean') {
-    throw optionError(caller, `\`allowBatchVariance\` must be a boolean, got ${typeof options.allowBatchVariance}`);
+  if (options.jsonWhitespace !== undefined && options.jsonWhitespace !== 'compact' && options.jsonWhitespace !== 'any') {
+    throw optionError(caller, `\`jsonWhitespace\` must be 'compact' or 'any', got ${JSON.stringify(options.jsonWhitespace)}`, RangeError);
   }
   checkString(caller, 'dtype', options.dtype);
   if (options.dtype !== undefined && !isDtype(options.dtype)) {

@@ -35,6 +35,7 @@ interface Loaded {
   ctx: SequenceContext;
   /** Made on the first request with a grammar (loading xgrammar costs a few hundred milliseconds). */
   grammars: Promise<GrammarEngine> | null;
+  jsonWhitespace: 'compact' | 'any';
   /** Requests whose grammar is being compiled, and whether they were cancelled meanwhile. */
   compiling: Map<number, { cancelled: boolean }>;
   stats: StatsRelay;
@@ -139,6 +140,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     loop,
     ctx: { tokenizer, eosTokenIds: new Set(config.eosTokenIds) },
     grammars: null,
+    jsonWhitespace: options.jsonWhitespace ?? 'compact',
     compiling: new Map(),
     stats,
   };
@@ -197,6 +199,7 @@ function grammarEngine(engine: Loaded): Promise<GrammarEngine> {
         tokenizerJson,
         vocabSize: engine.info.vocabSize,
         stopTokenIds: engine.info.eosTokenIds,
+        whitespace: engine.jsonWhitespace,
       });
       engine.stats.attach(grammars);
       return grammars;

@@ -197,6 +197,19 @@ describe('constrained greedy decoding over random logits', () => {
     expect(await generate({ type: 'grammar', grammar }, seed)).toMatch(/^\([1-9][0-9]*(?: \+ [1-9][0-9]*)*\)$/);
   });
 
+  it("allows whitespace between JSON tokens only with whitespace 'any'", async () => {
+    const spec: GrammarSpec = { type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] } };
+    const loose = await createGrammarEngine({ tokenizerJson, vocabSize: VOCAB, stopTokenIds: [EOS], whitespace: 'any' });
+    const texts = { compact: [] as string[], any: [] as string[] };
+    for (const seed of SEEDS) {
+      texts.compact.push(await generate(spec, seed));
+      texts.any.push(await generate(spec, seed, loose));
+    }
+    for (const text of [...texts.compact, ...texts.any]) expect(Object.keys(JSON.parse(text) as object)).toEqual(['a']);
+    expect(texts.compact.every((text) => /^\{"a": -?\d+\}$/.test(text))).toBe(true);
+    expect(texts.any.some((text) => /\s/.test(text))).toBe(true);
+  });
+
   it('a string under maxLength may hold escapes: the bound is dropped, not enforced (xgrammar#800)', async () => {
     const matcher = await engine.createMatcher({ type: 'json_schema', schema: { type: 'string', maxLength: 200 } });
     for (const id of tokenizer.encode('"say \\"hi\\"\\nbye"', { addSpecialTokens: false })) expect(matcher.accept(id)).toBe(true);

@@ -24,6 +24,12 @@ describe('checkEngineOptions', () => {
     ],
     ['a dtype that is no string', { dtype: 4 }, TypeError, 'createEngine: `dtype` must be a non-empty string, got 4'],
     [
+      'an unknown JSON whitespace',
+      { jsonWhitespace: 'pretty' },
+      RangeError,
+      "createEngine: `jsonWhitespace` must be 'compact' or 'any', got \"pretty\"",
+    ],
+    [
       'a modelFile outside the directory',
       { modelFile: '../other/model.onnx' },
       RangeError,
@@ -89,6 +95,7 @@ describe('checkEngineOptions', () => {
       maxTopNTokens: 0,
       maxBestOf: 1,
       modelId: 'm',
+      jsonWhitespace: 'any',
     };
     expect(checkEngineOptions(options)).toBeUndefined();
   });
