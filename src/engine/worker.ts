@@ -12,6 +12,7 @@ import { InferenceError, ModelLoadError, TemplateError, ValidationError, seriali
 import { createGrammarEngine, type GrammarEngine, type GrammarStats, type RowMatcher } from '../grammar/index.js';
 import { checkTokenBudget } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
+import { TOOL_CALL_FORMAT_TEXTS } from '../text/tool-messages.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
 import type { EngineStats, ModelInfo, TokenizedToken } from '../types.js';
 import { kvBytesPerToken, resolveConfig } from './config.js';
@@ -91,7 +92,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
   const dir = options.model;
   // The options were checked on the main thread (checkEngineOptions); what depends on the model is resolved here.
   const { config, onnxFile, graph } = await openModelDir(dir, options);
-  const tokenizer = await loadTokenizer(dir);
+  const tokenizer = await loadTokenizer(dir, { textTokens: TOOL_CALL_FORMAT_TEXTS });
   const model = await ModelSession.load(onnxFile, config, new Set(Object.keys(graph.opTypes)), options.threads);
   const resolved = resolveConfig(options, config, model);
   const { family, layout, maxRows, inPlace } = model.attention;
@@ -200,6 +201,7 @@ function grammarEngine(engine: Loaded): Promise<GrammarEngine> {
         vocabSize: engine.info.vocabSize,
         stopTokenIds: engine.info.eosTokenIds,
         whitespace: engine.jsonWhitespace,
+        formatTexts: TOOL_CALL_FORMAT_TEXTS,
       });
       engine.stats.attach(grammars);
       return grammars;

@@ -23,9 +23,6 @@ import { isPlainObject, readBoolean, readString, typeName, type JsonObject } fro
 import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN } from '../text/tool-messages.js';
 import type { OpenAIChatFinishReason, OpenAIFinishReason } from './openai-output.js';
 
-/** Texts our grammars write that some vocabularies have as special tokens: they must stay producible. */
-export const TOOL_CALL_FORMAT_TEXTS: readonly string[] = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE];
-
 const NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 export interface FunctionTool {

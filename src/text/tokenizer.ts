@@ -41,7 +41,7 @@ const FORMAT =
  * const tokenizer = await loadTokenizer('./models/smollm2-135m-instruct');
  * tokenizer.decode(tokenizer.encode('Hello')); // 'Hello'
  */
-export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
+export async function loadTokenizer(modelDir: string, options: TokenizerOptions = {}): Promise<TextTokenizer> {
   const tokenizerPath = join(modelDir, 'tokenizer.json');
   const tokenizerJson = await readJson(tokenizerPath, FORMAT);
   if (tokenizerJson === undefined) {
@@ -49,7 +49,16 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
   }
   const configPath = join(modelDir, 'tokenizer_config.json');
   const config = (await readJson(configPath, 'a JSON object of tokenizer settings')) ?? {};
-  return build(tokenizerJson, config, tokenizerPath);
+  return build(tokenizerJson, config, tokenizerPath, options);
+}
+
+export interface TokenizerOptions {
+  /**
+   * Special tokens with one of these texts count as text: they are streamed and kept in the
+   * generated text. For the tool-call tags, which some vocabularies have as special tokens and the
+   * route must read (vLLM's hermes parser turns `skip_special_tokens` off for the same reason).
+   */
+  textTokens?: readonly string[];
 }
 
 /**
@@ -58,8 +67,8 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
  * @example
  * const tokenizer = createTokenizer(JSON.parse(json), { eos_token: '</s>' });
  */
-export function createTokenizer(tokenizerJson: object, tokenizerConfig: object = {}): TextTokenizer {
-  return build(tokenizerJson, tokenizerConfig, 'tokenizer.json');
+export function createTokenizer(tokenizerJson: object, tokenizerConfig: object = {}, options: TokenizerOptions = {}): TextTokenizer {
+  return build(tokenizerJson, tokenizerConfig, 'tokenizer.json', options);
 }
 
 /** Parsed JSON, or undefined when the file does not exist. */
@@ -83,9 +92,9 @@ async function readJson(path: string, expected: string): Promise<object | undefi
   return value;
 }
 
-function build(tokenizerJson: object, config: object, source: string): TextTokenizer {
+function build(tokenizerJson: object, config: object, source: string, options: TokenizerOptions): TextTokenizer {
   try {
-    return new HfTextTokenizer(new Tokenizer(tokenizerJson, config), config as Record<string, unknown>);
+    return new HfTextTokenizer(new Tokenizer(tokenizerJson, config), config as Record<string, unknown>, options.textTokens ?? []);
   } catch (error) {
     throw new ModelLoadError(`${source} is not a usable tokenizer (${(error as Error).message}): expected ${FORMAT}`, error);
   }
@@ -115,6 +124,7 @@ class HfTextTokenizer implements TextTokenizer {
   constructor(
     inner: Tokenizer,
     readonly config: Record<string, unknown>,
+    textTokens: readonly string[],
   ) {
     this.#inner = inner;
     this.bosToken = tokenContent(config.bos_token);
@@ -128,6 +138,10 @@ class HfTextTokenizer implements TextTokenizer {
     for (const token of extra) {
       const id = typeof token === 'string' ? inner.token_to_id(token) : undefined;
       if (id !== undefined) this.#special.add(id);
+    }
+    for (const text of textTokens) {
+      const id = inner.token_to_id(text);
+      if (id !== undefined) this.#special.delete(id);
     }
   }
 
@@ -146,14 +160,13 @@ class HfTextTokenizer implements TextTokenizer {
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     // Like the Rust tokenizers (and so TGI), unknown ids are dropped; the library would crash on them.
-    const known = ids.filter((id) => this.#inner.id_to_token(id) !== undefined);
+    // Special tokens are skipped here rather than by the library, whose set would also hold `textTokens`.
+    const skip = options.skipSpecialTokens ?? false;
+    const known = ids.filter((id) => this.#inner.id_to_token(id) !== undefined && !(skip && this.#special.has(id)));
     if (known.length === 0) return '';
     // No clean-up of spaces before punctuation: TGI (Rust tokenizers) does none, and it would make
     // streamed text differ from the final text, since it rewrites what was already sent.
-    return this.#inner.decode(known, {
-      skip_special_tokens: options.skipSpecialTokens ?? false,
-      clean_up_tokenization_spaces: false,
-    });
+    return this.#inner.decode(known, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 
   isSpecial(id: number): boolean {

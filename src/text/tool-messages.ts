@@ -15,6 +15,11 @@ import type { ChatMessage } from '../types.js';
 
 export const TOOL_CALL_OPEN = '<tool_call>';
 export const TOOL_CALL_CLOSE = '</tool_call>';
+/**
+ * The format's texts that some vocabularies have as special tokens: grammars must be able to write
+ * them, and the detokenizer must keep them as text, or a call could not be read.
+ */
+export const TOOL_CALL_FORMAT_TEXTS: readonly string[] = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE];
 
 /** The generic prompt's lead; TGI's `tool_prompt` replaces it. */
 export const DEFAULT_TOOL_PROMPT = 'You may call one or more functions to help with the request.';

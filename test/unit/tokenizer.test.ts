@@ -86,6 +86,21 @@ describe('byte-level BPE', () => {
     expect(byteLevel.decode(ids, { skipSpecialTokens: true })).toBe('user\nHi');
   });
 
+  it('keeps a special token whose text it is told to keep as text: streamed, decoded and not special', () => {
+    const json = byteLevelTokenizerJson();
+    const added = json.added_tokens as Array<{ id: number }>;
+    const tag = { ...added[0], id: Math.max(...added.map((t) => t.id)) + 1, content: '<tool_call>', special: true };
+    json.added_tokens = [...added, tag];
+    const plain = createTokenizer(json, BYTE_LEVEL_CONFIG);
+    const tools = createTokenizer(json, BYTE_LEVEL_CONFIG, { textTokens: ['<tool_call>'] });
+    const ids = tools.encode('<|im_start|><tool_call>Hi');
+    expect(ids[1]).toBe(tag.id);
+    expect(plain.isSpecial(tag.id)).toBe(true);
+    expect(tools.isSpecial(tag.id)).toBe(false);
+    expect(plain.decode(ids, { skipSpecialTokens: true })).toBe('Hi');
+    expect(tools.decode(ids, { skipSpecialTokens: true })).toBe('<tool_call>Hi');
+  });
+
   it('adds no tokens for special tokens (no post-processor template)', () => {
     expect(byteLevel.encode('hello')).toEqual(byteLevel.encode('hello', { addSpecialTokens: false }));
   });

@@ -6,7 +6,6 @@ import { ValidationError } from '../../src/errors.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { createGrammarEngine, type GrammarEngine } from '../../src/grammar/index.js';
 import {
-  TOOL_CALL_FORMAT_TEXTS,
   ToolCallParser,
   newToolCallId,
   parseToolCalls,
@@ -17,7 +16,7 @@ import {
 } from '../../src/protocol/tool-calls.js';
 import { ChatTemplate } from '../../src/text/chat-template.js';
 import { loadTokenizer, type TextTokenizer } from '../../src/text/tokenizer.js';
-import { DEFAULT_TOOL_PROMPT, templateKnowsTools, templateMessages } from '../../src/text/tool-messages.js';
+import { DEFAULT_TOOL_PROMPT, TOOL_CALL_FORMAT_TEXTS, templateKnowsTools, templateMessages } from '../../src/text/tool-messages.js';
 import type { ChatMessage } from '../../src/types.js';
 import { constrainedDecode } from './grammar-decode.js';
 
