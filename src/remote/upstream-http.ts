@@ -37,14 +37,19 @@ const STALE = new Set(['ECONNRESET', 'EPIPE']);
 export class UpstreamHttp {
   private readonly agent: http.Agent;
   private readonly send: typeof http.request;
+  /** Where requests go, parsed once rather than on every request. */
+  private readonly target: { protocol: string; hostname: string; port: string; base: string };
 
   constructor(
     /** The base URL, without a trailing slash; paths are appended to it. */
-    private readonly url: string,
+    url: string,
     /** Sent with every request (API keys). */
     private readonly headers: Record<string, string>,
   ) {
-    const tls = url.startsWith('https:');
+    const { protocol, hostname, port, pathname } = new URL(url);
+    // An IPv6 literal is bracketed in a URL, not in a host name.
+    this.target = { protocol, hostname: hostname.replace(/^\[(.*)\]$/, '$1'), port, base: pathname.replace(/\/$/, '') };
+    const tls = protocol === 'https:';
     this.agent = tls ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
     this.send = tls ? https.request : http.request;
   }
@@ -72,9 +77,18 @@ export class UpstreamHttp {
       headers['content-length'] = body.length;
     }
     return new Promise((resolve, reject) => {
+      const { protocol, hostname, port, base } = this.target;
       const req = this.send(
-        this.url + path,
-        { method: options.method ?? (body ? 'POST' : 'GET'), headers, agent: this.agent, signal: options.signal },
+        {
+          protocol,
+          hostname,
+          port,
+          path: base + path,
+          method: options.method ?? (body ? 'POST' : 'GET'),
+          headers,
+          agent: this.agent,
+          signal: options.signal,
+        },
         (res) => resolve(wrap(res)),
       );
       req.on('error', (error: NodeJS.ErrnoException) => {

@@ -57,6 +57,13 @@ describe('UpstreamHttp', () => {
     expect(seen.connections).toBe(1);
   });
 
+  it('appends paths to a base URL that has a path of its own (a gateway prefix)', async () => {
+    const { url, seen } = await start(false);
+    client = new UpstreamHttp(`${url}/ollama`, {});
+    await (await client.request('/v1/models')).text();
+    expect(seen.requests.map((r) => r.path)).toEqual(['/ollama/v1/models']);
+  });
+
   it('sends a request again on a new connection when the kept one was dropped before any answer', async () => {
     const { url, seen } = await start(true);
     client = new UpstreamHttp(url, {});
