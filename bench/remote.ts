@@ -14,8 +14,8 @@
  *   few milliseconds, so that the router's share is not lost in a prefill: one-token requests one at
  *   a time, direct and routed alternately (goal: p50 added ≤ 2 ms).
  *
- * Also recorded: the load average, and the share of CPU time the hypervisor took (steal), which on
- * this shared machine decide most of the spread.
+ * Also recorded: the load average, and the share of CPU time the hypervisor took (steal), which
+ * say how much else the machine was doing while the figures were taken.
  * Writes the figures to bench/results/remote.json.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
