@@ -151,14 +151,7 @@ export class ModelSession {
    * answer keeps the copying path.
    */
   private async probeInPlace(): Promise<boolean> {
-    const prompt = await this.forward({
-      batch: 1,
-      seqLen: 2,
-      inputIds: BigInt64Array.of(1n, 2n),
-      attentionMask: BigInt64Array.of(1n, 1n),
-      positionIds: BigInt64Array.of(0n, 1n),
-      past: this.emptyPast(1),
-    });
+    const prompt = await this.probePrompt();
     const step = { batch: 1, seqLen: 1, inputIds: BigInt64Array.of(3n), positionIds: BigInt64Array.of(2n) };
     const copied = await this.forward({ ...step, attentionMask: BigInt64Array.of(1n, 1n, 1n), past: prompt.present });
     const buffer = this.widen(prompt.present, 4);
@@ -170,13 +163,9 @@ export class ModelSession {
     }
   }
 
-  /**
-   * A graph without `position_ids` takes positions from the mask or from the column index; only the
-   * first survives a row's re-padding. The probe decodes one token after a two-token prompt, once as
-   * computed and once with an extra masked column in front of the cached keys, and compares.
-   */
-  private async probePositions(): Promise<AttentionFamily> {
-    const prompt = await this.forward({
+  /** The cache of a two-token prompt, which both probes decode one token after. */
+  private probePrompt(): Promise<ForwardOutputs> {
+    return this.forward({
       batch: 1,
       seqLen: 2,
       inputIds: BigInt64Array.of(1n, 2n),
@@ -184,6 +173,15 @@ export class ModelSession {
       positionIds: BigInt64Array.of(0n, 1n),
       past: this.emptyPast(1),
     });
+  }
+
+  /**
+   * A graph without `position_ids` takes positions from the mask or from the column index; only the
+   * first survives a row's re-padding. The probe decodes one token after a two-token prompt, once as
+   * computed and once with an extra masked column in front of the cached keys, and compares.
+   */
+  private async probePositions(): Promise<AttentionFamily> {
+    const prompt = await this.probePrompt();
     const decode = (past: ort.Tensor[], mask: bigint[]) =>
       this.forward({
         batch: 1,

@@ -159,8 +159,12 @@ interface GzipStreamResult {
   events: number;
   /** Separate reads of decoded bytes: one per flushed event when nothing buffers. */
   reads: number;
-  /** The engine's batch size when the first event reached the client: 1 if it was still generating. */
-  batchSizeAtFirstEvent: number;
+  /**
+   * Events the client had once the first one arrived: few if it arrived while the stream was still
+   * generating, all of them if something held the stream back. (The engine's batch size is no
+   * signal: a request's first token goes out before its row joins the batch.)
+   */
+  eventsAtFirstEvent: number;
 }
 
 /** Reads an event stream with `accept-encoding: gzip`, gunzipping incrementally if the server compressed it. */
@@ -169,13 +173,13 @@ function readAcceptingGzip(url: string, body: unknown): Promise<GzipStreamResult
     const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'accept-encoding': 'gzip' } }, (res) => {
       const encoding = res.headers['content-encoding'];
       const decoded = encoding === 'gzip' ? res.pipe(createGunzip()) : res;
-      const result: GzipStreamResult = { encoding, events: 0, reads: 0, batchSizeAtFirstEvent: -1 };
+      const result: GzipStreamResult = { encoding, events: 0, reads: 0, eventsAtFirstEvent: -1 };
       let text = '';
       decoded.on('data', (chunk: Buffer) => {
         result.reads += 1;
         text += chunk.toString('utf8');
         const complete = text.split('\n\n').length - 1;
-        if (result.events === 0 && complete > 0) result.batchSizeAtFirstEvent = engine.stats().batchSize;
+        if (result.events === 0 && complete > 0) result.eventsAtFirstEvent = complete;
         result.events = complete;
       });
       decoded.on('end', () => resolve(result));
@@ -199,7 +203,7 @@ describe("a host's compression() in front of ours", () => {
     const result = await readAcceptingGzip(`${server.url}/generate_stream`, STREAM);
     expect(result.encoding).toBeUndefined();
     expect(result.events).toBe(300);
-    expect(result.batchSizeAtFirstEvent).toBe(1);
+    expect(result.eventsAtFirstEvent).toBeLessThan(50);
     expect(result.reads).toBeGreaterThan(10);
     // compression() is active for the rest of the app: a large JSON answer is gzipped.
     const whole = await new Promise<string | undefined>((resolve, reject) => {
@@ -233,7 +237,7 @@ describe("a host's compression() in front of ours", () => {
     const result = await readAcceptingGzip(`${server.url}/generate_stream`, STREAM);
     expect(result.encoding).toBe('gzip');
     expect(result.events).toBe(300);
-    expect(result.batchSizeAtFirstEvent).toBe(1);
+    expect(result.eventsAtFirstEvent).toBeLessThan(50);
     expect(result.reads).toBeGreaterThan(10);
   });
 });
