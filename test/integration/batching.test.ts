@@ -175,7 +175,8 @@ describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layou
 
 describe('chunked prefill', () => {
   it('keeps the running streams going while a long prompt is prefilled, and drops it when cancelled', async () => {
-    const chunked = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchPrefillTokens: 8 });
+    // No prefix cache: the second long prompt would reuse the first one's keys and skip its chunks.
+    const chunked = await createEngine({ model: await ensureFixtureModel('tiny'), maxBatchPrefillTokens: 8, prefixCacheBytes: 0 });
     try {
       const longPrompt = `${LONG} ${LONG} ${LONG}`;
       let streamed = 0;
@@ -204,7 +205,7 @@ describe('chunked prefill', () => {
       expect(duringPrefill).toBeGreaterThanOrEqual(10);
 
       // Cancelled in the middle of its chunks, the long prompt leaves no row behind.
-      const cancelled = chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 5 } }, { signal: controller.signal });
+      const cancelled = chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 50 } }, { signal: controller.signal });
       await cancelled.accepted;
       setTimeout(() => controller.abort(), 5);
       await expect(

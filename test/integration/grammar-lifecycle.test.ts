@@ -154,9 +154,10 @@ describe('1,000 grammar streams cancelled mid-stream', () => {
     // Most of them reached the worker and took a matcher from the cache (some were gone before).
     expect((await metric('streaming_inference_grammar_cache_hits_total')) - hitsBefore).toBeGreaterThan(600);
     expect(await metric('streaming_inference_grammar_live_matchers')).toBe(0);
-    // WASM memory never shrinks, so leaked matchers would show there; the JavaScript heap moves with its GC, hence a margin.
+    // WASM memory never shrinks, so leaked matchers would show there; the JavaScript heap moves with its GC, hence a
+    // margin (seen: -3 to +4 MiB on Node 20, +17 MiB on Node 24): state kept per request, 32 KiB each, would pass it.
     expect(after.wasm).toBe(warm.wasm);
-    expect(after.worker - warm.worker).toBeLessThan(16 * 2 ** 20);
+    expect(after.worker - warm.worker).toBeLessThan(32 * 2 ** 20);
     // And the engine still serves a grammar.
     const { json } = await postForJson(`${server.url}/generate`, {
       inputs: 'After',
