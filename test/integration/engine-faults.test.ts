@@ -7,9 +7,7 @@ import { GenerationError, ModelLoadError, type ErrorContext } from '../../src/er
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine, GenerateParameters } from '../../src/types.js';
 import { startServer } from '../conformance/servers.js';
-
-/** The fault fires at one total length: a speculative pass that spans several would step over it. */
-const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+import { faultModelOptions } from '../support/fault-model.js';
 
 /** The tiny model, built so that any forward pass over exactly 24 positions fails inside ONNX Runtime. */
 const FAIL_AT = 24;
@@ -39,11 +37,7 @@ async function promptOfLength(length: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  engine = await createEngine({
-    model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }),
-    ...ONE_TOKEN_PER_PASS,
-    onError: collect(reports),
-  });
+  engine = await createEngine({ ...(await faultModelOptions(FAIL_AT)), onError: collect(reports) });
 });
 
 beforeEach(() => {

@@ -11,9 +11,7 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import type { Engine } from '../../src/types.js';
 import { eventually, frameJson, post, readSse, metricValue } from '../conformance/http-client.js';
 import { startServer, type RunningServer } from '../conformance/servers.js';
-
-/** The fault fires at one total length: a speculative pass that spans several would step over it. */
-const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+import { faultModelOptions } from '../support/fault-model.js';
 
 /** The tiny model, built so that any forward pass over exactly 24 positions fails. */
 const FAIL_AT = 24;
@@ -31,7 +29,7 @@ async function inFlight(): Promise<number> {
 }
 
 beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS });
+  engine = await createEngine(await faultModelOptions(FAIL_AT));
   server = await startServer({ framework: 'express5', mount: 'root' }, { engine });
   // ' a' is one token of the fixture's byte-level BPE, and 'a' another.
   prompt = 'a' + ' a'.repeat(PROMPT_TOKENS - 1);

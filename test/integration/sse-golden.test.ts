@@ -10,9 +10,7 @@ import type { Engine } from '../../src/types.js';
 import { DONE, goldenStreamAudits } from '../conformance/golden-audits.js';
 import { frameJson, post, postForJson, readSse } from '../conformance/http-client.js';
 import { startServer, variantName, type RunningServer, type ServerVariant } from '../conformance/servers.js';
-
-/** The fault fires at one total length: a speculative pass that spans several would step over it. */
-const ONE_TOKEN_PER_PASS = { speculativeTokens: 0 };
+import { faultModelOptions } from '../support/fault-model.js';
 
 interface TgiToken {
   id: number;
@@ -94,7 +92,7 @@ describe('a generation that fails after its first byte', () => {
   const url = (path: string) => server.url + path;
 
   beforeAll(async () => {
-    faulty = await createEngine({ model: await ensureFixtureModel('tiny', { failAtLength: FAIL_AT }), ...ONE_TOKEN_PER_PASS });
+    faulty = await createEngine(await faultModelOptions(FAIL_AT));
     server = await startServer({ framework: 'koa3', mount: 'prefix' }, { engine: faulty });
     // A 10-token prompt: the prefill and the decode steps up to length 23 stream tokens, the next pass fails.
     const candidates = [' q', ' z', ' k', ' 7'].flatMap((word) => Array.from({ length: 12 }, (_, k) => 'x' + word.repeat(k)));
