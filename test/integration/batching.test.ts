@@ -38,6 +38,13 @@ const VARIANTS: Variant[] = [
   // One row per pass (see rowCoupling); a chunked prefill still sees other activation scales.
   { name: 'Optimum, q8 dynamic quantization', fixture: { weights: 'q8' }, options: { dtype: 'q8' }, layout: 'left', logprobs: 5e-1 },
   { name: 'Optimum, fp16 weights and I/O', fixture: { weights: 'fp16' }, options: { dtype: 'fp16' }, layout: 'left', logprobs: 2e-2 },
+  {
+    name: 'GroupQueryAttention, fp16 weights and I/O',
+    fixture: { attention: 'gqa', weights: 'fp16' },
+    options: { dtype: 'fp16' },
+    layout: 'right',
+    logprobs: 2e-2,
+  },
 ];
 
 let engine: Engine;
@@ -115,6 +122,8 @@ describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layou
 
   it('detects the family and picks its cache layout', () => {
     expect(engine.info.attention?.layout).toBe(layout);
+    // GroupQueryAttention decodes into its cache in place (checked against the copying path at load).
+    expect(engine.info.attention?.inPlace).toBe(layout === 'right');
   });
 
   it('gives every greedy request the tokens it gets alone, while others join and leave', async () => {
