@@ -27,6 +27,12 @@ const ROUNDS = QUICK ? 1 : 2;
 const PROMPT =
   'The old lighthouse keeper climbed the spiral stairs every evening, carrying a lantern and a notebook in which he wrote down the ships he saw.';
 
+/** Our GroupQueryAttention q4 file with MatMulNBits blocks of `q4BlockSize`, against Q4_0. */
+function gqaQ4(label: string, q4BlockSize: 32 | 128, speculativeTokens?: number): PeerRow {
+  const model = () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4', q4BlockSize });
+  return ours(label, model, { dtype: 'q4', speculativeTokens, versus: 'node-llama-cpp Q4_0' });
+}
+
 /** The peer table's rows, in the order they run; an `ours` row's ratios are taken against its `versus`. */
 const PEER_ROWS: PeerRow[] = [
   ours('ours fp32', () => ensureFixtureModel('bench'), { versus: 'node-llama-cpp F32' }),
@@ -35,27 +41,13 @@ const PEER_ROWS: PeerRow[] = [
   llamaCpp('node-llama-cpp Q8_0', () => ensureFixtureGguf('bench', { type: 'Q8_0' })),
   ours('ours q4', () => ensureFixtureModel('bench', { weights: 'q4' }), { dtype: 'q4', versus: 'node-llama-cpp Q4_0' }),
   // The fused form onnxruntime-genai exports: GroupQueryAttention, SimplifiedLayerNormalization, MatMulNBits.
-  ours('ours GQA q4', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), {
-    dtype: 'q4',
-    versus: 'node-llama-cpp Q4_0',
-  }),
-  // The same without prompt-lookup speculation: the fixture's random weights repeat themselves more
-  // than a trained model's text does, so this row is the one-stream speed speculation cannot flatter.
-  ours('ours GQA q4, no speculation', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4' }), {
-    dtype: 'q4',
-    speculativeTokens: 0,
-    versus: 'node-llama-cpp Q4_0',
-  }),
+  gqaQ4('ours GQA q4', 32),
+  // Without prompt-lookup speculation: the fixture's random weights repeat themselves more than a trained
+  // model's text does, so these rows are the one-stream speed speculation cannot flatter.
+  gqaQ4('ours GQA q4, no speculation', 32, 0),
   // Block 128 instead of the quantizer's default 32: fewer scales to stream per token, a coarser fit.
-  ours('ours GQA q4 block 128', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4', q4BlockSize: 128 }), {
-    dtype: 'q4',
-    versus: 'node-llama-cpp Q4_0',
-  }),
-  ours('ours GQA q4 block 128, no speculation', () => ensureFixtureModel('bench', { attention: 'gqa', weights: 'q4', q4BlockSize: 128 }), {
-    dtype: 'q4',
-    speculativeTokens: 0,
-    versus: 'node-llama-cpp Q4_0',
-  }),
+  gqaQ4('ours GQA q4 block 128', 128),
+  gqaQ4('ours GQA q4 block 128, no speculation', 128, 0),
   llamaCpp('node-llama-cpp Q4_0', () => ensureFixtureGguf('bench', { type: 'Q4_0' })),
 ];
 
