@@ -86,6 +86,8 @@ export interface ModelFilePlan {
   dtype: Dtype | null;
   /** Why this file: `modelFile`, genai_config.json's `model.decoder.filename`, or the dtype's names. */
   source: 'modelFile' | 'genai_config.json' | 'dtype';
+  /** The same in words, for `check`: `dtype "q4f16", the only one there`. */
+  reason: string;
 }
 
 function isObject(value: unknown): value is JsonObject {
@@ -166,6 +168,7 @@ export function parseModelConfig(files: ModelConfigFiles, where = '.'): ModelCon
       `${where}/config.json not found: a model directory needs config.json (transformers) or genai_config.json (onnxruntime-genai)`,
     );
   }
+  checkGenaiNames(genai, where);
   const C = 'config.json';
   const G = 'genai_config.json';
   const cfg = (...paths: string[]) => firstDefined(...paths.map((path) => integerAt(config, C, path)));
@@ -204,9 +207,63 @@ export function parseModelConfig(files: ModelConfigFiles, where = '.'): ModelCon
     generationDefaults: generation
       ? readGenerationDefaults(generation, 'generation_config.json', '')
       : genai && isObject(genai.search)
-        ? readGenerationDefaults(genai, G, 'search.')
+        ? searchDefaults(readGenerationDefaults(genai, G, 'search.'))
         : {},
   };
+}
+
+/** transformers' `GenerationConfig` defaults, in GenerationDefaults' names. */
+const GENERATION_CONFIG_DEFAULTS: GenerationDefaults = { doSample: false, temperature: 1, topP: 1, topK: 50, repetitionPenalty: 1 };
+
+/**
+ * genai_config.json's `search` is the builder's dump of the whole GenerationConfig, its defaults
+ * included (top_k 50), and microsoft's folders ship `do_sample: false` with `top_k: 1`: read as
+ * generation_config.json is, every OpenAI request that set only a temperature would be greedy. So
+ * only what differs from GenerationConfig's defaults counts, as vLLM reads generation_config.json
+ * (`to_diff_dict`), and without `do_sample` the sampling fields, which genai's greedy search never
+ * uses, count for nothing.
+ */
+function searchDefaults(search: GenerationDefaults): GenerationDefaults {
+  const defaults: GenerationDefaults = {};
+  for (const key of Object.keys(search) as Array<keyof GenerationDefaults>) {
+    if (search[key] !== GENERATION_CONFIG_DEFAULTS[key]) Object.assign(defaults, { [key]: search[key] });
+  }
+  if (search.doSample !== true) {
+    delete defaults.temperature;
+    delete defaults.topP;
+    delete defaults.topK;
+  }
+  return defaults;
+}
+
+/**
+ * The names this engine feeds and reads (model-session.ts), which are the ones onnxruntime-genai's
+ * builder writes; genai_config.json maps its keys to the graph's names.
+ */
+const GENAI_NAMES: Readonly<Record<string, string>> = {
+  'inputs.input_ids': 'input_ids',
+  'inputs.attention_mask': 'attention_mask',
+  'inputs.position_ids': 'position_ids',
+  'inputs.past_key_names': 'past_key_values.%d.key',
+  'inputs.past_value_names': 'past_key_values.%d.value',
+  'outputs.logits': 'logits',
+  'outputs.present_key_names': 'present.%d.key',
+  'outputs.present_value_names': 'present.%d.value',
+};
+
+/**
+ * Refuses a genai_config.json that gives the graph's inputs or outputs other names than the ones this
+ * engine uses: it would otherwise fail later with a message about the graph, not about the names.
+ */
+function checkGenaiNames(genai: JsonObject | undefined, where: string): void {
+  for (const [key, name] of Object.entries(GENAI_NAMES)) {
+    const value = at(genai, `model.decoder.${key}`);
+    if (value === undefined || value === name) continue;
+    throw new ModelLoadError(
+      `${where}/genai_config.json maps \`model.decoder.${key}\` to ${JSON.stringify(value)}: this engine feeds and reads only the ` +
+        `names onnxruntime-genai's builder writes (${name}); export the graph with them`,
+    );
+  }
 }
 
 /** `./onnx\\model.onnx` → `onnx/model.onnx`. */
@@ -223,22 +280,27 @@ function dtypeCandidates(dtypeFor: (base: string) => string): Array<{ path: stri
   });
 }
 
+/** The dtypes whose files are among `onnx`, each with its files in the order they are tried. */
+function dtypesPresent(onnx: readonly string[]): Array<{ dtype: Dtype; paths: string[] }> {
+  return DTYPES.map((dtype) => ({
+    dtype,
+    paths: dtypeCandidates(() => dtype)
+      .map(({ path }) => path)
+      .filter((path) => onnx.includes(path)),
+  })).filter(({ paths }) => paths.length > 0);
+}
+
 /** What a folder holds, for error messages: the dtypes whose files are there, then any other .onnx files. */
 export function describeOnnxFiles(paths: readonly string[]): string {
   const onnx = paths.map(normalize).filter((path) => path.endsWith('.onnx'));
   if (onnx.length === 0) return 'there is no .onnx file';
-  const named = new Set<string>();
-  const dtypes: string[] = [];
-  for (const dtype of DTYPES) {
-    const found = dtypeCandidates(() => dtype)
-      .filter(({ path }) => onnx.includes(path))
-      .map(({ path }) => path);
-    found.forEach((path) => named.add(path));
-    if (found.length > 0) dtypes.push(`${dtype} (${found.join(', ')})`);
-  }
+  const present = dtypesPresent(onnx);
+  const named = new Set(present.flatMap(({ paths }) => paths));
   const others = onnx.filter((path) => !named.has(path));
   return [
-    dtypes.length > 0 ? `dtypes present: ${dtypes.join(', ')}` : 'no file named by a dtype',
+    present.length > 0
+      ? `dtypes present: ${present.map(({ dtype, paths }) => `${dtype} (${paths.join(', ')})`).join(', ')}`
+      : 'no file named by a dtype',
     ...(others.length > 0 ? [`other ONNX files: ${others.join(', ')}`] : []),
   ].join('; ');
 }
@@ -274,14 +336,16 @@ function externalDataOf(onnx: string, paths: readonly string[]): string[] {
 
 /**
  * Chooses the ONNX file, in this order: the `modelFile` option; an explicit `dtype`'s names;
- * genai_config.json's `model.decoder.filename`; the default dtype's names (config.json's
- * `transformers.js_config.dtype`, else fp32). A dtype's names are `onnx/model{suffix}.onnx`,
- * `model{suffix}.onnx`, then `onnx/decoder_model_merged{suffix}.onnx`, `decoder_model_merged{suffix}.onnx`.
+ * genai_config.json's `model.decoder.filename` (beside it, or under `onnx/` where transformers.js
+ * repositories that ship the builder's config keep the graph); the default dtype's names
+ * (config.json's `transformers.js_config.dtype`, else fp32, else the one dtype the folder has).
+ * A dtype's names are `onnx/model{suffix}.onnx`, `model{suffix}.onnx`, then
+ * `onnx/decoder_model_merged{suffix}.onnx`, `decoder_model_merged{suffix}.onnx`.
  * `paths` are the folder's files relative to it (`/`-separated); `where` names the folder in errors.
  *
  * @example
  * planModelFiles(['config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data'], { config }, { dtype: 'q4' });
- * // { onnx: 'onnx/model_q4.onnx', externalData: ['onnx/model_q4.onnx_data'], dtype: 'q4', source: 'dtype' }
+ * // { onnx: 'onnx/model_q4.onnx', externalData: ['onnx/model_q4.onnx_data'], dtype: 'q4', source: 'dtype', reason: 'dtype "q4", as asked' }
  */
 export function planModelFiles(
   paths: readonly string[],
@@ -291,20 +355,23 @@ export function planModelFiles(
 ): ModelFilePlan {
   const files = paths.map(normalize);
   const present = new Set(files);
-  const plan = (onnx: string, dtype: Dtype | null, source: ModelFilePlan['source']): ModelFilePlan => ({
+  const plan = (onnx: string, dtype: Dtype | null, source: ModelFilePlan['source'], reason: string): ModelFilePlan => ({
     onnx,
     externalData: externalDataOf(onnx, files),
     dtype,
     source,
+    reason,
   });
 
   if (options.modelFile !== undefined) {
     const onnx = normalize(options.modelFile);
     if (!present.has(onnx)) throw new ModelLoadError(`modelFile ${onnx} not found in ${where}; ${describeOnnxFiles(files)}`);
-    return plan(onnx, null, 'modelFile');
+    return plan(onnx, null, 'modelFile', 'the modelFile option');
   }
 
   const genai = configs.genai;
+  // The file genai_config.json names when it is not there: the dtype's names are tried next.
+  let genaiMissing: string | undefined;
   if (options.dtype === undefined && genai !== undefined) {
     const filename = at(genai, 'model.decoder.filename');
     if (typeof filename !== 'string' || filename === '') {
@@ -314,18 +381,15 @@ export function planModelFiles(
           'pass dtype or modelFile to choose one',
       );
     }
-    const onnx = normalize(filename);
-    if (!present.has(onnx)) {
-      throw new ModelLoadError(
-        `${where}/genai_config.json names ${onnx} (model.decoder.filename), which is not there: ${describeOnnxFiles(files)}; ` +
-          'pass dtype or modelFile to choose one',
-      );
-    }
-    return plan(onnx, null, 'genai_config.json');
+    const named = normalize(filename);
+    const found = [named, posix.join('onnx', named)].find((path) => present.has(path));
+    if (found) return plan(found, null, 'genai_config.json', "genai_config.json's model.decoder.filename");
+    genaiMissing = named;
   }
 
-  const dtypeFor = (base: string) => options.dtype ?? configDtype(configs.config, base) ?? 'fp32';
-  const candidates = dtypeCandidates(dtypeFor);
+  const fromConfig = (base: string) => configDtype(configs.config, base);
+  const defaulted = options.dtype === undefined && fromConfig('model') === undefined && fromConfig('decoder_model_merged') === undefined;
+  const candidates = dtypeCandidates((base) => options.dtype ?? fromConfig(base) ?? 'fp32');
   const unknown = candidates.find(({ dtype }) => !isDtype(dtype));
   if (unknown) {
     throw new ModelLoadError(
@@ -333,12 +397,24 @@ export function planModelFiles(
         `(${DTYPES.join(', ')}); ${describeOnnxFiles(files)}; pass dtype to choose one`,
     );
   }
+  const chosenBy = options.dtype !== undefined ? 'as asked' : defaulted ? 'the default' : "from config.json's transformers.js_config";
   const found = candidates.find(({ path }) => present.has(path));
-  if (found) return plan(found.path, found.dtype as Dtype, 'dtype');
+  const notGenai = genaiMissing === undefined ? '' : ` (genai_config.json's ${genaiMissing} is not there)`;
+  if (found) return plan(found.path, found.dtype as Dtype, 'dtype', `dtype "${found.dtype}", ${chosenBy}${notGenai}`);
+  // Repositories of one dtype (onnx-community's *-q4f16, *-onnx-web) often do not say it in
+  // config.json, where transformers.js then fails on the missing fp32 file: there is nothing to choose.
+  const only = dtypesPresent(files.filter((path) => path.endsWith('.onnx')));
+  if (defaulted && only.length === 1) {
+    const [{ dtype, paths }] = only;
+    return plan(paths[0], dtype, 'dtype', `dtype "${dtype}", the only one there${notGenai}`);
+  }
   const [first, ...rest] = candidates.map(({ path }) => path);
-  const chosenBy = options.dtype !== undefined ? 'dtype' : candidates[0].dtype === 'fp32' ? 'default dtype' : 'config.json dtype';
+  const genaiToo =
+    genaiMissing === undefined ? '' : `, and the ${genaiMissing} that genai_config.json names (model.decoder.filename) is not there either`;
   throw new ModelLoadError(
-    `${where}/${first} not found (${chosenBy} "${candidates[0].dtype}"; nor ${rest.join(', ')}): ${describeOnnxFiles(files)}`,
+    `${where}/${first} not found (${options.dtype !== undefined ? 'dtype' : defaulted ? 'default dtype' : 'config.json dtype'} ` +
+      `"${candidates[0].dtype}"; nor ${rest.join(', ')})${genaiToo}: ${describeOnnxFiles(files)}` +
+      (options.dtype === undefined ? '; pass dtype or modelFile to choose one' : ''),
   );
 }
 

@@ -38,6 +38,7 @@ describe('planModelFiles', () => {
         externalData: ['onnx/decoder_model_merged.onnx_data'],
         dtype: 'fp32',
         source: 'dtype',
+        reason: 'dtype "fp32", the default',
       });
     });
 
@@ -66,6 +67,7 @@ describe('planModelFiles', () => {
         externalData: [`${name}.data`],
         dtype: null,
         source: 'genai_config.json',
+        reason: "genai_config.json's model.decoder.filename",
       });
     });
 
@@ -85,14 +87,34 @@ describe('planModelFiles', () => {
       );
     });
 
-    it('names genai_config.json when the file it names is not there', () => {
-      const message = planError([...TOKENIZER, 'genai_config.json', 'onnx/model_q4.onnx'], { genai }, {}, 'models/phi');
-      expect(message).toMatch(
-        new RegExp(
-          `^models/phi/genai_config\\.json names ${name.replaceAll('.', '\\.')} \\(model\\.decoder\\.filename\\), which is not there`,
-        ),
+    it('names genai_config.json and the dtype files when neither is there', () => {
+      const paths = [...TOKENIZER, 'genai_config.json', 'onnx/model_q4.onnx', 'onnx/model_fp16.onnx'];
+      expect(planError(paths, { genai }, {}, 'models/phi')).toBe(
+        'models/phi/onnx/model.onnx not found (default dtype "fp32"; nor model.onnx, onnx/decoder_model_merged.onnx, decoder_model_merged.onnx), ' +
+          `and the ${name} that genai_config.json names (model.decoder.filename) is not there either: ` +
+          'dtypes present: fp16 (onnx/model_fp16.onnx), q4 (onnx/model_q4.onnx); pass dtype or modelFile to choose one',
       );
-      expect(message).toContain('dtypes present: q4 (onnx/model_q4.onnx)');
+    });
+  });
+
+  describe("transformers.js repositories that ship the builder's genai_config.json (onnx-community/Llama-3.2-1B-Instruct-q4f16)", () => {
+    const paths = ['config.json', 'genai_config.json', 'generation_config.json', ...TOKENIZER, 'onnx/model_q4f16.onnx'];
+
+    it('find the file genai_config.json names under onnx/', () => {
+      const genai = { model: { decoder: { filename: 'model_q4f16.onnx' } } };
+      expect(planModelFiles(paths, { config: llama, genai })).toMatchObject({ onnx: 'onnx/model_q4f16.onnx', source: 'genai_config.json' });
+    });
+
+    it("fall back on the dtype's names when genai_config.json names a file that is not there", () => {
+      const genai = { model: { decoder: { filename: 'model.onnx' } } };
+      expect(planModelFiles(paths, { config: llama, genai })).toEqual({
+        onnx: 'onnx/model_q4f16.onnx',
+        externalData: [],
+        dtype: 'q4f16',
+        source: 'dtype',
+        reason: `dtype "q4f16", the only one there (genai_config.json's model.onnx is not there)`,
+      });
+      expect(planModelFiles([...paths, 'onnx/model.onnx'], { config: llama, genai }).onnx).toBe('onnx/model.onnx');
     });
   });
 
@@ -112,6 +134,7 @@ describe('planModelFiles', () => {
         externalData: ['onnx/model_q4f16.onnx_data', 'onnx/model_q4f16.onnx_data_2', 'onnx/model_q4f16.onnx_data_10'],
         dtype: 'q4f16',
         source: 'dtype',
+        reason: `dtype "q4f16", from config.json's transformers.js_config`,
       });
     });
 
@@ -122,10 +145,23 @@ describe('planModelFiles', () => {
       expect(planModelFiles(paths, { config: cpu }).dtype).toBe('q4f16');
     });
 
-    it('without it the default fp32 file is missing, and the message lists the dtypes there', () => {
-      expect(planError(paths, { config: llama }, {}, 'm')).toBe(
+    it('without it the one dtype there is chosen, as the default fp32 file is missing', () => {
+      expect(planModelFiles(paths, { config: llama })).toMatchObject({
+        onnx: 'onnx/model_q4f16.onnx',
+        reason: 'dtype "q4f16", the only one there',
+      });
+    });
+
+    it('without it, of two dtypes and no fp32 file, none is chosen and the message lists them', () => {
+      expect(planError([...paths, 'onnx/model_q4.onnx'], { config: llama }, {}, 'm')).toBe(
         'm/onnx/model.onnx not found (default dtype "fp32"; nor model.onnx, onnx/decoder_model_merged.onnx, decoder_model_merged.onnx): ' +
-          'dtypes present: q4f16 (onnx/model_q4f16.onnx)',
+          'dtypes present: q4 (onnx/model_q4.onnx), q4f16 (onnx/model_q4f16.onnx); pass dtype or modelFile to choose one',
+      );
+    });
+
+    it('an asked dtype that is not there is not replaced by the one that is', () => {
+      expect(planError(paths, { config: llama }, { dtype: 'q4' }, 'm')).toMatch(
+        /^m\/onnx\/model_q4\.onnx not found \(dtype "q4"; .*q4f16 \(onnx\/model_q4f16\.onnx\)$/,
       );
     });
 
@@ -155,6 +191,7 @@ describe('planModelFiles', () => {
         externalData: ['cpu/custom.onnx.data'],
         dtype: null,
         source: 'modelFile',
+        reason: 'the modelFile option',
       });
     });
 
@@ -246,14 +283,32 @@ describe('parseModelConfig', () => {
       topK: 20,
       repetitionPenalty: 1.05,
     });
-    expect(parseModelConfig({ config, genai }).generationDefaults).toEqual({
-      doSample: true,
-      temperature: 0.7,
-      topK: 50,
-      topP: 0.9,
-      repetitionPenalty: 1.0,
-    });
+    // The builder writes GenerationConfig's defaults too (top_k 50, repetition_penalty 1.0): those are no choice of the authors.
+    expect(parseModelConfig({ config, genai }).generationDefaults).toEqual({ doSample: true, temperature: 0.7, topP: 0.9 });
     expect(parseModelConfig({ config, generation: { eos_token_id: 2 } }).generationDefaults).toEqual({});
+  });
+
+  it("takes nothing from a greedy genai search: microsoft's Phi-4-mini folder would make every sampled OpenAI request top_k 1", () => {
+    const phi4 = { do_sample: false, temperature: 1.0, top_k: 1, top_p: 1.0, repetition_penalty: 1.0, max_length: 131072, num_beams: 1 };
+    expect(parseModelConfig({ config, genai: { ...genai, search: phi4 } }).generationDefaults).toEqual({});
+    const penalised = { ...phi4, repetition_penalty: 1.1 };
+    expect(parseModelConfig({ config, genai: { ...genai, search: penalised } }).generationDefaults).toEqual({ repetitionPenalty: 1.1 });
+  });
+
+  it("refuses genai_config.json names for the graph's inputs and outputs other than the ones the engine uses", () => {
+    const decoder = (genai.model as { decoder: JsonObject }).decoder;
+    const named = (inputs: JsonObject) => ({ ...genai, model: { ...(genai.model as JsonObject), decoder: { ...decoder, inputs } } });
+    const builder = {
+      input_ids: 'input_ids',
+      attention_mask: 'attention_mask',
+      past_key_names: 'past_key_values.%d.key',
+      past_value_names: 'past_key_values.%d.value',
+    };
+    expect(parseModelConfig({ genai: named(builder) }).numLayers).toBe(32);
+    expect(() => parseModelConfig({ genai: named({ ...builder, past_key_names: 'past_key_%d' }) }, 'models/x')).toThrow(
+      'models/x/genai_config.json maps `model.decoder.inputs.past_key_names` to "past_key_%d": this engine feeds and reads only ' +
+        "the names onnxruntime-genai's builder writes (past_key_values.%d.key); export the graph with them",
+    );
   });
 
   it('names the file and field of a wrongly typed value', () => {
@@ -284,7 +339,7 @@ describe('openModelDir', () => {
   it('plans, reads the configs and scans the graph of a fixture directory', async () => {
     const dir = await ensureFixtureModel('tiny', { externalData: true });
     const opened = await openModelDir(dir);
-    expect(opened.plan).toEqual({ onnx: 'onnx/model.onnx', externalData: ['onnx/model.onnx_data'], dtype: 'fp32', source: 'dtype' });
+    expect(opened.plan).toMatchObject({ onnx: 'onnx/model.onnx', externalData: ['onnx/model.onnx_data'], dtype: 'fp32', source: 'dtype' });
     expect(opened.onnxFile).toBe(join(dir, 'onnx/model.onnx'));
     expect(opened.graph.externalData).toEqual(['model.onnx_data']);
     expect(opened.config.eosTokenIds).toEqual([2]);
