@@ -7,7 +7,8 @@ import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { createEngine } from './engine/engine.js';
 import { FAMILY_NOTES } from './engine/attention-family.js';
-import type { Engine, EngineInfo, EngineOptions, GenerationEvent, ModelInfo } from './types.js';
+import { openModelDir } from './engine/model-dir.js';
+import type { Engine, EngineInfo, EngineOptions, GenerationDefaults, GenerationEvent, ModelInfo } from './types.js';
 
 /** Prompts of different lengths, so the batched rows are padded and join at different steps. */
 const PROMPTS = [
@@ -64,12 +65,30 @@ function firstDifference(a: number[], b: number[]): number | null {
   return null;
 }
 
-export async function describeModel(info: ModelInfo, print: (line: string) => void): Promise<void> {
+/** The sampling defaults as the request fields they fill in. */
+function describeDefaults(defaults: GenerationDefaults): string {
+  const fields: Array<[keyof GenerationDefaults, string]> = [
+    ['doSample', 'do_sample'],
+    ['temperature', 'temperature'],
+    ['topP', 'top_p'],
+    ['topK', 'top_k'],
+    ['repetitionPenalty', 'repetition_penalty'],
+  ];
+  return fields
+    .filter(([key]) => defaults[key] !== undefined)
+    .map(([key, field]) => `${field} ${defaults[key]}`)
+    .join(', ');
+}
+
+/** `reason`: why this file was chosen (model-dir.ts's plan), when known. */
+export async function describeModel(info: ModelInfo, print: (line: string) => void, reason?: string): Promise<void> {
   const dir = info.modelDir;
   const onnx = relative(dir, info.onnxFile);
   const data = info.graph.externalData.map((name) => relative(dir, join(dirname(info.onnxFile), name)));
   print(`Model      ${dir} (model_type ${info.modelType})`);
-  print(`ONNX file  ${onnx} (${await fileSize(info.onnxFile)})${data.length > 0 ? ` + ${data.join(', ')}` : ''}`);
+  print(
+    `ONNX file  ${onnx} (${await fileSize(info.onnxFile)})${data.length > 0 ? ` + ${data.join(', ')}` : ''}${reason ? `: ${reason}` : ''}`,
+  );
   const past = info.graph.inputs.filter((name) => name.startsWith('past_key_values.')).length;
   const inputs = info.graph.inputs.filter((name) => !name.startsWith('past_key_values.'));
   print(`Inputs     ${inputs.join(', ')}, past_key_values.* (${past})`);
@@ -78,7 +97,14 @@ export async function describeModel(info: ModelInfo, print: (line: string) => vo
     .filter(([op]) => op.includes('.') || /Attention|MatMul|Quantize|Norm/.test(op))
     .map(([op, n]) => `${op.replace(/^com\.microsoft\./, '')} ×${n}`);
   if (ops.length > 0) print(`Key ops    ${ops.join(', ')}`);
-  print(`Attention  ${info.attention.family} → ${info.attention.layout} layout: ${FAMILY_NOTES[info.attention.family]}`);
+  const inPlace = info.attention.inPlace ? '; decode steps write their keys in place' : '';
+  print(`Attention  ${info.attention.family} → ${info.attention.layout} layout: ${FAMILY_NOTES[info.attention.family]}${inPlace}`);
+  if (info.attention.rowCoupling !== null) {
+    print(
+      `Rows       ${info.maxBatchSize === 1 ? 'one per forward pass' : 'batched, so tokens may differ from alone (allowBatchVariance)'}: ` +
+        `${info.attention.rowCoupling}`,
+    );
+  }
   print(
     `KV cache   ${info.kvDtype}, ${info.kvBytesPerToken} bytes per token; budget ${info.maxBatchTotalTokens} tokens (${mib(info.maxBatchTotalTokens * info.kvBytesPerToken)})`,
   );
@@ -87,6 +113,9 @@ export async function describeModel(info: ModelInfo, print: (line: string) => vo
     `Limits     input ≤ ${limits.maxInputTokens}, total ≤ ${limits.maxTotalTokens} tokens; batch ≤ ${info.maxBatchSize} rows, prefill ≤ ${info.maxBatchPrefillTokens} tokens per pass`,
   );
   print(`Stops on   token ids ${info.eosTokenIds.join(', ') || 'none (eos unknown: set it in generation_config.json)'}`);
+  const defaults = describeDefaults(info.generationDefaults ?? {});
+  if (defaults)
+    print(`Sampling   the model's defaults (${defaults}) fill what OpenAI requests leave unset; generationConfig: 'none' turns that off`);
   print(`Chat       ${info.hasChatTemplate ? 'chat template found' : 'no chat template: /v1/chat/completions answers 422'}`);
 }
 
@@ -104,8 +133,10 @@ export async function checkModel(options: EngineOptions, print: (line: string) =
   const engine = await createEngine(options);
   try {
     const info = onnxInfo(engine.info);
-    await describeModel(info, print);
-    print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins (greedy, ${tokens} tokens each):`);
+    const { plan } = await openModelDir(info.modelDir, { dtype: options.dtype, modelFile: options.modelFile });
+    await describeModel(info, print, plan.reason);
+    const turns = info.maxBatchSize === 1 ? ' (one row per pass: they take turns)' : '';
+    print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins${turns} (greedy, ${tokens} tokens each):`);
     const alone: number[][] = [];
     for (const prompt of PROMPTS) alone.push(await greedy(engine, prompt, tokens));
     const batched = await together(engine, tokens);
