@@ -7,6 +7,8 @@ export interface HubTarget {
   revision: string;
   endpoint: string;
   file?: string;
+  /** A token went with the requests (HF_TOKEN or the saved one). */
+  withToken?: boolean;
 }
 
 /** A refused connection, a DNS failure, a reset mid-body: worth a retry, or a fall back to the cache. */
@@ -20,13 +22,40 @@ export function networkCause(error: unknown): string {
   return cause?.code ?? cause?.message ?? (error as Error).message;
 }
 
+/**
+ * What the Hub said: `{"error": ...}` from the API, plain text from a resolve URL (which
+ * `@huggingface/hub` keeps as `data.message`, leaving the message a bare "Api error with status 401").
+ */
+function hubMessage(error: HubApiError): string {
+  const data = error.data as { error?: unknown; message?: unknown } | undefined;
+  for (const said of [data?.error, data?.message]) if (typeof said === 'string' && said.trim() !== '') return said.trim();
+  return error.message.split('. URL: ')[0];
+}
+
 /** Turns a failed Hub call into a ModelLoadError that says what to do about it. */
 export function hubFailure(error: unknown, target: HubTarget): ModelLoadError {
   if (error instanceof ModelLoadError) return error;
   const { repo, revision, endpoint, file } = target;
   const what = file ? `${file} of ${repo}@${revision}` : `${repo}@${revision}`;
   if (error instanceof HubApiError) {
-    const detail = error.message.split('. URL: ')[0];
+    const detail = hubMessage(error);
+    // The Hub answers 401 to a token it does not know, and, without a token, to a repository that
+    // does not exist as to a private one (it does not say which); only a gated one says it is gated.
+    if (error.statusCode === 401 && /invalid credentials/i.test(detail)) {
+      return new ModelLoadError(
+        `${what}: the Hub refused the token (401: ${detail}). Check HF_TOKEN, or the token \`huggingface-cli login\` saved ` +
+          '(HF_TOKEN_PATH, else HF_HOME/token); unset both for a public repository.',
+        error,
+      );
+    }
+    if (error.statusCode === 401 && /repository not found/i.test(detail)) {
+      return new ModelLoadError(
+        `${what} not found at ${endpoint} (401: ${detail}). Check the id; if it is a private repository, set HF_TOKEN ` +
+          'to a token with access.' +
+          (file ? '' : ' No local directory of that name exists either.'),
+        error,
+      );
+    }
     switch (error.statusCode) {
       case 401:
         return new ModelLoadError(
@@ -42,7 +71,8 @@ export function hubFailure(error: unknown, target: HubTarget): ModelLoadError {
         );
       case 404:
         return new ModelLoadError(
-          `${what} not found at ${endpoint} (404: ${detail}). Check the id and revision; a private repository needs HF_TOKEN.` +
+          `${what} not found at ${endpoint} (404: ${detail}). Check the id and revision` +
+            (target.withToken ? '; a private repository needs a token with access to it.' : '; a private repository needs HF_TOKEN.') +
             (file ? '' : ' No local directory of that name exists either.'),
           error,
         );

@@ -1,11 +1,11 @@
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { listFiles, modelInfo } from '@huggingface/hub';
 import { ModelLoadError } from '../errors.js';
 import { MODEL_CONFIG_FILES, type ModelConfigFiles, type ModelFileOptions, planModelFiles, readJsonFile } from '../engine/model-dir.js';
 import type { DownloadProgress } from '../types.js';
 import { RepoCache } from './cache-layout.js';
 import { type RemoteFile, cacheFile } from './download.js';
-import { type HubModelId, isCommitHash } from './hub-id.js';
+import { type HubModelId, formatHubId, isCommitHash } from './hub-id.js';
 import { type HubTarget, hubFailure, isNetworkError, networkCause } from './hub-errors.js';
 import { ProgressMeter } from './progress.js';
 import { type HubSettings, hubSettings } from './settings.js';
@@ -17,18 +17,21 @@ export interface ResolveOptions extends ModelFileOptions {
 }
 
 export interface ResolvedHubModel {
-  /** The snapshot directory in the cache, to load from. */
+  /** The snapshot directory in the cache (its `subfolder`, if the id names one), to load from. */
   dir: string;
   repo: string;
   revision: string;
   commit: string;
+  subfolder?: string;
 }
 
 /**
  * Puts the files a model needs for `dtype` into the Hugging Face cache and returns its snapshot
  * directory: the small JSON and tokenizer files first, then the ONNX file(s) the loader's own plan
  * picks from the repository's listing. Files already cached are not requested again; without
- * network (HF_HUB_OFFLINE=1, or the Hub unreachable) the cached snapshot is used as it is.
+ * network (HF_HUB_OFFLINE=1, or the Hub unreachable) the cached snapshot is used as it is. With a
+ * `subfolder` all of this happens inside that folder of the repository, and the directory is its
+ * folder in the snapshot.
  *
  * @example
  * const { dir } = await resolveHubModel({ repo: 'onnx-community/Qwen2.5-0.5B-Instruct', revision: 'main' }, { dtype: 'q4' });
@@ -36,7 +39,7 @@ export interface ResolvedHubModel {
 export async function resolveHubModel(id: HubModelId, options: ResolveOptions = {}): Promise<ResolvedHubModel> {
   const settings = hubSettings(options.settings);
   const cache = new RepoCache(settings.cacheDir, id.repo);
-  const target: HubTarget = { ...id, endpoint: settings.endpoint };
+  const target: HubTarget = { ...id, endpoint: settings.endpoint, withToken: settings.token !== undefined };
   if (settings.offline) return fromCache(id, cache, options, 'HF_HUB_OFFLINE=1');
   let commit: string;
   try {
@@ -48,30 +51,63 @@ export async function resolveHubModel(id: HubModelId, options: ResolveOptions = 
   }
   if (id.revision !== commit) await cache.writeRef(id.revision, commit);
   const listing = await listRepo(id, commit, settings, target);
+  // The model's files by their path in its folder (the repository's root unless the id names one).
+  const files = modelFiles(id, listing);
   const meter = new ProgressMeter(id.repo, options.onProgress);
   const ensure = async (paths: string[]) => {
     const missing: RemoteFile[] = [];
     for (const path of paths) {
-      const file = listing.get(path)!;
-      if (!(await cache.has(commit, path, file.size))) missing.push(file);
+      const file = files.get(path)!;
+      if (!(await cache.has(commit, file.path, file.size))) missing.push(file);
     }
     for (const file of missing) if (!(await cache.hasBlob(file.oid, file.size))) meter.expect(file.size);
     for (const file of missing) await cacheFile(file, { cache, commit, settings, target, meter });
   };
-  const configs = PLAN_CONFIG_FILES.filter((path) => listing.has(path));
-  if (configs.length === 0) {
-    throw new ModelLoadError(
-      `${id.repo}@${id.revision} has neither config.json nor genai_config.json: it is not a model in the Hugging Face layout`,
-    );
-  }
   // The configs the plan reads first, then the rest in one go, so the progress counts up once.
-  await ensure(configs);
-  const dir = cache.snapshotDir(commit);
-  const plan = planModelFiles([...listing.keys()], await readConfigs(dir), options, `${id.repo}@${id.revision}`);
-  const small = MODEL_CONFIG_FILES.filter((path) => listing.has(path) && !PLAN_CONFIG_FILES.includes(path));
+  await ensure(PLAN_CONFIG_FILES.filter((path) => files.has(path)));
+  const dir = modelDir(cache, commit, id);
+  const plan = planModelFiles([...files.keys()], await readConfigs(dir), options, where(id));
+  const small = MODEL_CONFIG_FILES.filter((path) => files.has(path) && !PLAN_CONFIG_FILES.includes(path));
   await ensure([...small, plan.onnx, ...plan.externalData]);
   meter.finish();
-  return { dir, repo: id.repo, revision: id.revision, commit };
+  return resolved(id, dir, commit);
+}
+
+function resolved(id: HubModelId, dir: string, commit: string): ResolvedHubModel {
+  return { dir, repo: id.repo, revision: id.revision, commit, ...(id.subfolder ? { subfolder: id.subfolder } : {}) };
+}
+
+/** `org/name@revision`, and the folder: how errors name where a file was looked for. */
+function where(id: HubModelId): string {
+  return `${id.repo}@${id.revision}${id.subfolder ? `/${id.subfolder}` : ''}`;
+}
+
+function modelDir(cache: RepoCache, commit: string, id: HubModelId): string {
+  return id.subfolder ? cache.snapshotPath(commit, id.subfolder) : cache.snapshotDir(commit);
+}
+
+/**
+ * The files of the model's folder, by their path inside it. A folder without config.json or
+ * genai_config.json is no model; the error then lists the repository's folders that are, since
+ * repositories such as microsoft/Phi-3.5-mini-instruct-onnx keep one per variant and none at the root.
+ */
+function modelFiles(id: HubModelId, listing: Map<string, RemoteFile>): Map<string, RemoteFile> {
+  const prefix = id.subfolder ? `${id.subfolder}/` : '';
+  const files = new Map<string, RemoteFile>();
+  for (const [path, file] of listing) if (path.startsWith(prefix)) files.set(path.slice(prefix.length), file);
+  if (PLAN_CONFIG_FILES.some((path) => files.has(path))) return files;
+  const folders = [...listing.keys()]
+    .filter((path) => PLAN_CONFIG_FILES.includes(posix.basename(path)) && path.includes('/'))
+    .map((path) => posix.dirname(path));
+  const models = [...new Set(folders)].sort();
+  const what = id.subfolder
+    ? files.size === 0
+      ? `${id.repo}@${id.revision} has no folder ${id.subfolder}`
+      : `${id.repo}@${id.revision}/${id.subfolder} has neither config.json nor genai_config.json`
+    : `${id.repo}@${id.revision} has neither config.json nor genai_config.json at its root`;
+  if (models.length === 0) throw new ModelLoadError(`${what}: it holds no model in the Hugging Face layout`);
+  const example = formatHubId({ ...id, subfolder: models[0] });
+  throw new ModelLoadError(`${what}. Its models are in the folders ${models.join(', ')}: name one after the id, as in ${example}`);
 }
 
 function credentials(settings: HubSettings) {
@@ -108,21 +144,21 @@ async function readConfigs(dir: string): Promise<ModelConfigFiles> {
 /** The cached snapshot as it is; the plan says which dtypes it has when the one asked for is not there. */
 async function fromCache(id: HubModelId, cache: RepoCache, options: ResolveOptions, reason: string): Promise<ResolvedHubModel> {
   const commit = isCommitHash(id.revision) ? id.revision : await cache.readRef(id.revision);
-  const cached = commit ? await cache.snapshotFiles(commit) : [];
+  const prefix = id.subfolder ? `${id.subfolder}/` : '';
+  const cached = (commit ? await cache.snapshotFiles(commit) : [])
+    .filter((path) => path.startsWith(prefix))
+    .map((path) => path.slice(prefix.length));
   if (!commit || cached.length === 0) {
     throw new ModelLoadError(
-      `${reason}, and ${id.repo}@${id.revision} is not in the Hugging Face cache ${cache.cacheDir}. ` +
-        `Fetch it with network first: streaming-inference download ${id.repo}${options.dtype ? ` --dtype ${options.dtype}` : ''}`,
+      `${reason}, and ${where(id)} is not in the Hugging Face cache ${cache.cacheDir}. ` +
+        `Fetch it with network first: streaming-inference download ${formatHubId(id)}${options.dtype ? ` --dtype ${options.dtype}` : ''}`,
     );
   }
-  const dir = cache.snapshotDir(commit);
+  const dir = modelDir(cache, commit, id);
   try {
     planModelFiles(cached, await readConfigs(dir), options, dir);
   } catch (error) {
-    throw new ModelLoadError(
-      `${reason}, and the cached snapshot of ${id.repo}@${id.revision} does not have it: ${(error as Error).message}`,
-      error,
-    );
+    throw new ModelLoadError(`${reason}, and the cached snapshot of ${where(id)} does not have it: ${(error as Error).message}`, error);
   }
-  return { dir, repo: id.repo, revision: id.revision, commit };
+  return resolved(id, dir, commit);
 }

@@ -17,7 +17,7 @@ import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { createInferenceHandler } from '../../src/http/handler.js';
 import { type HubSettings, parseHubId, resolveHubModel, type ResolveOptions } from '../../src/hub/index.js';
 import type { DownloadProgress, Engine } from '../../src/types.js';
-import { FakeHub, GRANTED_TOKEN, filesOf } from '../support/hub-server.js';
+import { FakeHub, GRANTED_TOKEN, UNGRANTED_TOKEN, filesOf } from '../support/hub-server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const REPO = 'acme/tiny';
@@ -184,12 +184,26 @@ describe('bad input', () => {
     expect(fetched().filter((path) => path.endsWith('.onnx'))).toEqual([]);
   });
 
-  it('a repository that does not exist: 404, and nothing is written to the cache', async () => {
+  it('a repository that does not exist: 401 without a token, 404 with one, and nothing is written to the cache', async () => {
+    // Without a token the Hub answers a missing repository as a private one: 401, "Repository not found".
     const error = await failure(load('acme/nope'));
-    expect(error.message).toMatch(
-      /^acme\/nope@main not found at http:\/\/127\.0\.0\.1:\d+ \(404: Repository not found\)\. Check the id and revision; a private repository needs HF_TOKEN\. No local directory of that name exists either\.$/,
+    expect(error.message).toBe(
+      `acme/nope@main not found at ${hub.url} (401: Repository not found). Check the id; if it is a private repository, ` +
+        'set HF_TOKEN to a token with access. No local directory of that name exists either.',
+    );
+    const withToken = await failure(load('acme/nope', {}, { token: UNGRANTED_TOKEN }));
+    expect(withToken.message).toBe(
+      `acme/nope@main not found at ${hub.url} (404: Repository not found). Check the id and revision; ` +
+        'a private repository needs a token with access to it. No local directory of that name exists either.',
     );
     expect(await readdir(cacheDir)).toEqual([]);
+  });
+
+  it('a token the Hub does not know: says so, rather than that the repository is missing or gated', async () => {
+    const error = await failure(load(REPO, {}, { token: 'hf_revoked' }));
+    expect(error.message).toMatch(
+      /^acme\/tiny@main: the Hub refused the token \(401: Invalid credentials in Authorization header\)\. Check HF_TOKEN/,
+    );
   });
 
   it('a gated repository: 401 without a token names the file and HF_TOKEN; the token is sent when set', async () => {

@@ -11,7 +11,7 @@ import { withFileLock } from '../../src/hub/file-lock.js';
 import { ProgressMeter } from '../../src/hub/progress.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import type { DownloadProgress } from '../../src/types.js';
-import { FakeHub, GRANTED_TOKEN } from '../support/hub-server.js';
+import { FakeHub, GRANTED_TOKEN, UNGRANTED_TOKEN } from '../support/hub-server.js';
 
 const REPO = 'acme/tiny';
 const weights = randomBytes(300_000);
@@ -27,6 +27,11 @@ beforeAll(async () => {
   commit = hub.addRepo(REPO, { 'onnx/model.onnx': weights, 'config.json': config });
   commits[REPO] = commit;
   commits['acme/gated'] = hub.addRepo('acme/gated', { 'config.json': config }, { gated: true });
+  // Most of the Hub's LFS files are stored in Xet now: resolve describes them in JSON to a client
+  // that asks for it, and redirects a plain GET to the Xet bridge.
+  commits['acme/xet'] = hub.addRepo('acme/xet', { 'onnx/model.onnx': weights, 'config.json': config }, { xet: true });
+  commits['acme/gated-lfs'] = hub.addRepo('acme/gated-lfs', { 'onnx/model.onnx': weights }, { gated: true });
+  commits['acme/gated-xet'] = hub.addRepo('acme/gated-xet', { 'onnx/model.onnx': weights }, { gated: true, xet: true });
 });
 afterAll(() => hub.close());
 beforeEach(async () => {
@@ -56,8 +61,8 @@ const snapshotFile = (path: string) => join(cacheDir, 'models--acme--tiny', 'sna
 const blobs = () => readdir(join(cacheDir, 'models--acme--tiny', 'blobs')).catch(() => [] as string[]);
 
 /** Resolves once the partial file holds `end` bytes: the cut then comes after the client has written them. */
-async function partialReaches(file: RemoteFile, end: number): Promise<void> {
-  const partial = join(cacheDir, 'models--acme--tiny', 'blobs', `${file.oid}.incomplete`);
+async function partialReaches(file: RemoteFile, end: number, repo = REPO): Promise<void> {
+  const partial = join(cacheDir, `models--${repo.replace('/', '--')}`, 'blobs', `${file.oid}.incomplete`);
   for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 5))) {
     if (((await stat(partial).catch(() => null))?.size ?? 0) >= end) return;
   }
@@ -88,6 +93,36 @@ describe('cacheFile', () => {
     const scanned = await scanCachedRepo(join(cacheDir, 'models--acme--tiny'));
     expect(scanned.revisions[0]).toMatchObject({ commitOid: commit, refs: ['main'] });
     expect(scanned.revisions[0].files.map((f) => [f.path, f.blob.size])).toEqual([[snapshotFile('config.json'), config.length]]);
+  });
+
+  it('downloads a Xet-backed file: the probe gets its JSON description, each ranged GET the redirect to the bridge', async () => {
+    const file = remote('acme/xet', 'onnx/model.onnx');
+    hub.fault('acme/xet', 'onnx/model.onnx', { cutAfter: 100_000, settle: (end) => partialReaches(file, end, 'acme/xet') });
+    await cacheFile(file, context('acme/xet'));
+    const snapshot = join(cacheDir, 'models--acme--xet', 'snapshots', commits['acme/xet'], 'onnx/model.onnx');
+    expect((await readFile(snapshot)).equals(weights)).toBe(true);
+    expect(await readlink(snapshot)).toBe(`../../../blobs/${file.oid}`);
+    const resolves = hub.requests.filter((r) => r.origin === 'hub' && r.path.includes('/resolve/'));
+    // Each attempt probes again (a bridge URL is signed for a while only), then GETs through the redirect.
+    expect(resolves.map((r) => r.range)).toEqual(['bytes=0-0', null, 'bytes=0-0', 'bytes=100000-']);
+    const bridge = hub.requests.filter((r) => r.origin === 'cdn');
+    expect(bridge.map((r) => r.range)).toEqual([null, 'bytes=100000-']);
+  });
+
+  it('sends the token to the Hub only, never to the CDN or Xet bridge on the other origin its redirects lead to', async () => {
+    for (const repo of ['acme/gated-lfs', 'acme/gated-xet']) {
+      hub.requests.length = 0;
+      const file = remote(repo, 'onnx/model.onnx');
+      await cacheFile(file, context(repo, GRANTED_TOKEN));
+      const blob = join(cacheDir, `models--${repo.replace('/', '--')}`, 'blobs', file.oid);
+      expect((await readFile(blob)).equals(weights), repo).toBe(true);
+      const onHub = hub.requests.filter((r) => r.origin === 'hub');
+      const onCdn = hub.requests.filter((r) => r.origin === 'cdn');
+      expect(onHub.length, repo).toBeGreaterThan(0);
+      expect(onCdn.length, repo).toBeGreaterThan(0);
+      expect(new Set(onHub.map((r) => r.authorization)), repo).toEqual(new Set([`Bearer ${GRANTED_TOKEN}`]));
+      expect(new Set(onCdn.map((r) => r.authorization)), repo).toEqual(new Set([null]));
+    }
   });
 
   it('names a small file by its git blob sha1, as the Hub etag does', async () => {
@@ -191,7 +226,7 @@ describe('cacheFile', () => {
     expect((without as Error).message).toMatch(
       /^config\.json of acme\/gated@main: the Hub refused it without a token \(401: Access to model acme\/gated is restricted.*set HF_TOKEN/,
     );
-    const denied = await cacheFile(file, context('acme/gated', 'hf_no_access')).catch((e: unknown) => e);
+    const denied = await cacheFile(file, context('acme/gated', UNGRANTED_TOKEN)).catch((e: unknown) => e);
     expect((denied as Error).message).toMatch(/^config\.json of acme\/gated@main: the token has no access \(403/);
     await cacheFile(file, context('acme/gated', GRANTED_TOKEN));
     expect(hub.requests.at(-1)!.authorization).toBe(`Bearer ${GRANTED_TOKEN}`);
