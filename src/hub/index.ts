@@ -1,22 +1,22 @@
 /**
- * Models by Hugging Face Hub id: `org/name[@revision]` becomes a snapshot directory in the standard
- * Hugging Face cache, downloaded as needed.
+ * Models by Hugging Face Hub id: `org/name[/folder][@revision]` becomes a snapshot directory in the
+ * standard Hugging Face cache, downloaded as needed.
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { EngineOptions } from '../types.js';
-import { parseHubId } from './hub-id.js';
+import { formatHubId, parseHubId } from './hub-id.js';
 import { type ResolveOptions, resolveHubModel } from './resolve.js';
 
-export { parseHubId, type HubModelId } from './hub-id.js';
+export { formatHubId, parseHubId, type HubModelId } from './hub-id.js';
 export { describeProgress, progressPrinter } from './progress.js';
 export { resolveHubModel, type ResolveOptions, type ResolvedHubModel } from './resolve.js';
 export { hubSettings, type HubSettings } from './settings.js';
 
 /**
  * Where to load `model` from: an existing directory as it is; otherwise a Hub id, downloaded into
- * (or found in) the cache, named by its id. Anything else is returned as a path, for the loader to
- * report as missing.
+ * (or found in) the cache, named by its id (with its folder, if it names one: each folder is another
+ * model). Anything else is returned as a path, for the loader to report as missing.
  *
  * @example
  * const { dir, modelId } = await resolveModelSource('onnx-community/Qwen2.5-0.5B-Instruct', { dtype: 'q4' });
@@ -29,7 +29,8 @@ export async function resolveModelSource(model: string, options: ResolveOptions 
     ? null
     : parseHubId(model);
   if (!id) return { dir: resolve(model) };
-  return { dir: (await resolveHubModel(id, options)).dir, modelId: id.repo };
+  const { dir } = await resolveHubModel(id, options);
+  return { dir, modelId: formatHubId({ ...id, revision: 'main' }) };
 }
 
 type ModelOptions = Pick<EngineOptions, 'model' | 'dtype' | 'modelFile' | 'modelId' | 'onProgress'>;
