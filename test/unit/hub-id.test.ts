@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseHubId } from '../../src/hub/hub-id.js';
+import { formatHubId, parseHubId } from '../../src/hub/hub-id.js';
 import { hubSettings } from '../../src/hub/settings.js';
 
 describe('parseHubId', () => {
@@ -15,14 +15,30 @@ describe('parseHubId', () => {
     expect(parseHubId('a/b@refs/pr/3')).toEqual({ repo: 'a/b', revision: 'refs/pr/3' });
   });
 
+  it('reads a folder after the name, for repositories that keep a model per folder', () => {
+    const phi = 'microsoft/Phi-3.5-mini-instruct-onnx/cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4';
+    expect(parseHubId(phi)).toEqual({
+      repo: 'microsoft/Phi-3.5-mini-instruct-onnx',
+      revision: 'main',
+      subfolder: 'cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4',
+    });
+    expect(parseHubId('a/b/c@v2')).toEqual({ repo: 'a/b', revision: 'v2', subfolder: 'c' });
+    expect(formatHubId(parseHubId(phi)!)).toBe(phi);
+    expect(formatHubId(parseHubId('a/b/c@v2')!)).toBe('a/b/c@v2');
+    expect(formatHubId({ repo: 'a/b', revision: 'main' })).toBe('a/b');
+  });
+
   it('leaves paths and malformed ids alone', () => {
     for (const model of [
       './models/x',
       '/abs/dir',
       '../up/dir',
       'plain',
-      'a/b/c',
       'a/../b',
+      'a/b/../c',
+      'a/b/./c',
+      'a/b/c/',
+      'a/b//c',
       'a--b/c',
       'a/b@',
       'a/b@x@y',
@@ -37,7 +53,16 @@ describe('parseHubId', () => {
 describe('hubSettings', () => {
   const saved = { ...process.env };
   afterEach(() => {
-    for (const key of ['HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_CACHE', 'HF_HOME', 'HF_HUB_OFFLINE', 'HF_TOKEN_PATH']) {
+    for (const key of [
+      'HF_ENDPOINT',
+      'HF_TOKEN',
+      'HUGGING_FACE_HUB_TOKEN',
+      'HF_HUB_CACHE',
+      'HF_HOME',
+      'HF_HUB_OFFLINE',
+      'TRANSFORMERS_OFFLINE',
+      'HF_TOKEN_PATH',
+    ]) {
       if (saved[key] === undefined) delete process.env[key];
       else process.env[key] = saved[key];
     }
@@ -60,6 +85,15 @@ describe('hubSettings', () => {
     process.env.HF_HUB_CACHE = '/cache';
     process.env.HF_HUB_OFFLINE = '0';
     expect(hubSettings()).toMatchObject({ cacheDir: '/cache', offline: false });
+  });
+
+  it('reads the older names huggingface_hub still honours: TRANSFORMERS_OFFLINE and HUGGING_FACE_HUB_TOKEN', () => {
+    for (const key of ['HF_HUB_OFFLINE', 'HF_TOKEN']) delete process.env[key];
+    Object.assign(process.env, { TRANSFORMERS_OFFLINE: '1', HUGGING_FACE_HUB_TOKEN: ' hf_old\n' });
+    expect(hubSettings()).toMatchObject({ offline: true, token: 'hf_old' });
+    // HF_HUB_OFFLINE, when set, wins: `os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")`.
+    Object.assign(process.env, { HF_HUB_OFFLINE: '0', HF_TOKEN: 'hf_new' });
+    expect(hubSettings()).toMatchObject({ offline: false, token: 'hf_new' });
   });
 
   it('falls back to the token `huggingface-cli login` saved, and lets an explicit setting win', async () => {
