@@ -21,15 +21,18 @@ export function typeName(value: unknown): string {
 
 export interface NumberRule {
   min?: number;
+  /** An exclusive lower bound, for a value that must be strictly positive (`typical_p`). */
+  above?: number;
   max?: number;
   integer?: boolean;
 }
 
 /**
- * A number within `[min, max]`.
+ * A number within `[min, max]` (or `(above, max]`).
  *
  * @example
  * readNumber({ temperature: 0.5 }, 'temperature', { min: 0, max: 2 }); // 0.5
+ * readNumber({ typical_p: 0 }, 'typical_p', { above: 0, max: 1 }); // ValidationError: `typical_p` must be > 0 and <= 1. Given: 0
  */
 export function readNumber(body: JsonObject, name: string, rule: NumberRule = {}): number | undefined {
   const value = body[name];
@@ -37,18 +40,20 @@ export function readNumber(body: JsonObject, name: string, rule: NumberRule = {}
   const kind = rule.integer ? 'an integer' : 'a number';
   const ok = typeof value === 'number' && (rule.integer ? Number.isSafeInteger(value) : Number.isFinite(value));
   if (!ok) throw new ValidationError(`\`${name}\` must be ${kind}, got ${typeName(value)}`, name);
-  const { min, max } = rule;
-  if ((min !== undefined && value < min) || (max !== undefined && value > max)) {
-    const range = max === undefined ? `>= ${min}` : min === undefined ? `<= ${max}` : `>= ${min} and <= ${max}`;
-    throw new ValidationError(`\`${name}\` must be ${range}. Given: ${value}`, name);
+  const { min, above, max } = rule;
+  if ((min !== undefined && value < min) || (above !== undefined && value <= above) || (max !== undefined && value > max)) {
+    const lower = min !== undefined ? `>= ${min}` : above !== undefined ? `> ${above}` : null;
+    const upper = max !== undefined ? `<= ${max}` : null;
+    throw new ValidationError(`\`${name}\` must be ${[lower, upper].filter(Boolean).join(' and ')}. Given: ${value}`, name);
   }
   return value;
 }
 
-export function readBoolean(body: JsonObject, name: string): boolean | undefined {
+/** `path` names the field in the error when it is nested (`structured_outputs.json_object`). */
+export function readBoolean(body: JsonObject, name: string, path = name): boolean | undefined {
   const value = body[name];
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'boolean') throw new ValidationError(`\`${name}\` must be a boolean, got ${typeName(value)}`, name);
+  if (typeof value !== 'boolean') throw new ValidationError(`\`${path}\` must be a boolean, got ${typeName(value)}`, path);
   return value;
 }
 

@@ -29,6 +29,9 @@ export type { GenerationDefaults };
 /** Server limits the decoders check so that the error names the OpenAI field, not TGI's. */
 export type OpenAILimits = Partial<Pick<ValidationLimits, 'maxStopSequences' | 'maxTopNTokens'>>;
 
+/** TGI's `top_k` is an i32. */
+const I32_MAX = 2147483647;
+
 /** OpenAI's own upper bound for `top_logprobs`, and ours for the legacy `logprobs`. */
 const MAX_TOP_LOGPROBS = 20;
 
@@ -57,10 +60,12 @@ export function readSamplingParameters(body: JsonObject, limits: OpenAILimits = 
     throw new ValidationError('`logit_bias` is not supported', 'logit_bias');
   }
 
+  // Every range is checked here, also of the fields a greedy request then drops: a value that sampling
+  // would refuse is refused whatever the other fields say.
   const temperature = readNumber(body, 'temperature', { min: 0, max: 2 });
   const topP = readNumber(body, 'top_p', { min: 0, max: 1 });
-  const topK = readNumber(body, 'top_k', { integer: true });
-  const typicalP = readNumber(body, 'typical_p');
+  const topK = readNumber(body, 'top_k', { integer: true, min: 1, max: I32_MAX });
+  const typicalP = readNumber(body, 'typical_p', { above: 0, max: 1 });
   const doSample = readBoolean(body, 'do_sample');
   const model = usableDefaults(defaults);
   const asked = temperature !== undefined || topP !== undefined || topK !== undefined || doSample !== undefined;

@@ -15,7 +15,7 @@
 import { ValidationError } from '../errors.js';
 import { normalizeJsonSchema } from '../grammar/preflight.js';
 import type { GrammarSpec, JsonSchema } from '../grammar/spec.js';
-import { isPlainObject, typeName, type JsonObject } from './json-shape.js';
+import { isPlainObject, readBoolean, typeName, type JsonObject } from './json-shape.js';
 
 /** OpenAI's `json_object`: any JSON object (vLLM's reading, and OpenAI's semantics). */
 const ANY_OBJECT: GrammarSpec = { type: 'json_schema', schema: { type: 'object' } };
@@ -99,7 +99,7 @@ export function readStructuredOutputs(body: JsonObject): GrammarSpec | undefined
     if (!isPlainObject(outputs))
       throw new ValidationError(`\`structured_outputs\` must be an object, got ${typeName(outputs)}`, 'structured_outputs');
     readVllmFields(outputs, 'structured_outputs.', add);
-    if (outputs.json_object === true) add('structured_outputs.json_object', ANY_OBJECT);
+    if (readBoolean(outputs, 'json_object', 'structured_outputs.json_object')) add('structured_outputs.json_object', ANY_OBJECT);
     if (outputs.structural_tag != null) {
       throw new ValidationError(
         '`structured_outputs.structural_tag` is not supported; use `tools` for tool calls',
@@ -157,6 +157,8 @@ function schemaConfig(config: unknown, param: string): GrammarSpec {
   if (config.name != null && (typeof config.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(config.name))) {
     throw new ValidationError(`\`${param}.name\` must be 1 to 64 letters, digits, underscores or dashes`, `${param}.name`);
   }
+  // Read only to be checked: the schema is enforced whether strict or not.
+  readBoolean(config, 'strict', `${param}.strict`);
   return config.schema == null ? ANY_OBJECT : jsonSpec(config.schema, `${param}.schema`);
 }
 

@@ -96,6 +96,35 @@ const BAD_BODIES: Record<string, string | Buffer> = {
   'inputs under constructor.prototype': '{"constructor":{"prototype":{"inputs":"Hi","prompt":"Hi"}}}',
 };
 
+/** Output constraints both OpenAI routes read (structured-output.ts). */
+const OPENAI_CONSTRAINTS = [
+  'response_format',
+  'response_format.type',
+  'response_format.json_schema',
+  'response_format.json_schema.name',
+  'response_format.json_schema.strict',
+  'structured_outputs',
+  'structured_outputs.json_object',
+  'structured_outputs.regex',
+  'structured_outputs.grammar',
+  'structured_outputs.choice',
+  'guided_regex',
+  'guided_grammar',
+  'guided_choice',
+];
+
+/** What a nested field needs around it to be read at all (a `json_schema` format, a tool). */
+const CONTEXT: Array<[prefix: string, set: (body: Record<string, unknown>) => void]> = [
+  // `stream_options` is only read with `stream: true`.
+  ['stream_options.', (body) => (body.stream = true)],
+  [
+    'response_format.json_schema',
+    (body) => (body.response_format = { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } }),
+  ],
+  ['tools.0.', (body) => (body.tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }])],
+  ['grammar.', (body) => (body.grammar = { type: 'regex', value: 'a+' })],
+];
+
 const OPENAI_SHARED = [
   'model',
   'n',
@@ -120,7 +149,7 @@ const OPENAI_SHARED = [
   'stream_options.include_usage',
 ];
 
-type Kind = 'object' | 'array' | 'boolean' | 'integer' | 'number' | 'string' | 'never';
+type Kind = 'object' | 'array' | 'boolean' | 'integer' | 'number' | 'string' | 'string-or-object' | 'never';
 
 /**
  * The one JSON type of each field with one (by its path below the route's body; unlisted fields take
@@ -179,6 +208,27 @@ const KINDS: Record<string, Kind> = {
   'tools.0': 'object',
   response_format: 'object',
   'response_format.type': 'string',
+  tool_choice: 'string-or-object',
+  parallel_tool_calls: 'boolean',
+  tool_prompt: 'string',
+  'tools.0.type': 'string',
+  'tools.0.function': 'object',
+  'tools.0.function.name': 'string',
+  'tools.0.function.description': 'string',
+  'tools.0.function.parameters': 'object',
+  'response_format.json_schema': 'object',
+  'response_format.json_schema.name': 'string',
+  'response_format.json_schema.strict': 'boolean',
+  structured_outputs: 'object',
+  'structured_outputs.json_object': 'boolean',
+  'structured_outputs.regex': 'string',
+  'structured_outputs.grammar': 'string',
+  'structured_outputs.choice': 'array',
+  guided_regex: 'string',
+  guided_grammar: 'string',
+  guided_choice: 'array',
+  grammar: 'object',
+  'grammar.value': 'string-or-object',
   chat_template_kwargs: 'object',
   'chat_template_kwargs.messages': 'never',
   'chat_template_kwargs.add_generation_prompt': 'never',
@@ -194,7 +244,7 @@ const ROUTE_KINDS: Record<string, Record<string, Kind>> = {
 };
 
 /** The JSON type of a raw value, or null for text that is not JSON (a 400 anyway). */
-function kindOf(raw: string): Exclude<Kind, 'never'> | 'null' | 'non-finite' | null {
+function kindOf(raw: string): Exclude<Kind, 'never' | 'string-or-object'> | 'null' | 'non-finite' | null {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -212,6 +262,7 @@ function isInvalid(path: string, field: string, raw: string): boolean {
   const actual = kindOf(raw);
   if (expected === undefined || actual === null || actual === 'null') return false;
   if (expected === 'never') return true;
+  if (expected === 'string-or-object') return actual !== 'string' && actual !== 'object';
   return !(actual === expected || (expected === 'number' && actual === 'integer'));
 }
 
@@ -258,9 +309,15 @@ const ROUTES: Route[] = [
       'messages.0.name',
       'tools',
       'tools.0',
+      'tools.0.type',
+      'tools.0.function',
+      'tools.0.function.name',
+      'tools.0.function.description',
+      'tools.0.function.parameters',
       'tool_choice',
-      'response_format',
-      'response_format.type',
+      'parallel_tool_calls',
+      'tool_prompt',
+      ...OPENAI_CONSTRAINTS,
       'logprobs',
       'top_logprobs',
       'messages.0.tool_call_id',
@@ -277,7 +334,19 @@ const ROUTES: Route[] = [
     path: '/v1/completions',
     family: 'openai',
     base: (long) => ({ prompt: long ? longText : 'Hi', max_tokens: 1 }),
-    fields: ['prompt', 'suffix', 'logprobs', 'top_logprobs', 'best_of', 'echo', 'return_full_text', ...OPENAI_SHARED],
+    fields: [
+      'prompt',
+      'suffix',
+      'logprobs',
+      'top_logprobs',
+      'best_of',
+      'echo',
+      'return_full_text',
+      'grammar',
+      'grammar.value',
+      ...OPENAI_CONSTRAINTS,
+      ...OPENAI_SHARED,
+    ],
     unbounded: ['max_tokens'],
   },
 ];
@@ -298,8 +367,7 @@ function fieldCases(): Case[] {
     route.fields.flatMap((field) =>
       Object.entries(BAD_VALUES).map(([label, raw]) => {
         const body = structuredClone(route.base(route.unbounded.includes(field)));
-        // `stream_options` is only read with `stream: true`.
-        if (field.startsWith('stream_options.')) body.stream = true;
+        for (const [prefix, set] of CONTEXT) if (field.startsWith(prefix)) set(body);
         setPath(body, field, MARK);
         const text = JSON.stringify(body).replace(JSON.stringify(MARK), raw);
         const invalid = isInvalid(route.path, field, raw);
@@ -307,6 +375,28 @@ function fieldCases(): Case[] {
       }),
     ),
   );
+}
+
+/**
+ * Values of the right type but out of range, on fields that a greedy OpenAI request drops (the tiny
+ * model's generation_config.json says `do_sample: false`): sampling would refuse them, so must greedy.
+ */
+function rangeCases(): Case[] {
+  const values: Record<string, unknown[]> = { typical_p: [0, -1, 1.5, 5], top_k: [0, -1, 2 ** 31] };
+  return ['/v1/chat/completions', '/v1/completions'].flatMap((path) => {
+    const route = ROUTES.find((r) => r.path === path)!;
+    return Object.entries(values).flatMap(([field, list]) =>
+      list.flatMap((value) =>
+        [{}, { temperature: 0 }, { top_p: 0 }].map((greedy) => ({
+          name: `${path} ${field} = ${value} ${JSON.stringify(greedy)}`,
+          path,
+          family: 'openai' as const,
+          body: JSON.stringify({ ...route.base(false), ...greedy, [field]: value }),
+          invalid: true,
+        })),
+      ),
+    );
+  });
 }
 
 function bodyCases(): Case[] {
@@ -496,7 +586,7 @@ afterAll(async () => {
 
 describe('hostile input', () => {
   it('answers thousands of malformed requests with 4xx JSON in the route family shape, never a 5xx or a hang', async () => {
-    const cases = [...fieldCases(), ...bodyCases(), ...contentTypeCases(), ...methodCases()];
+    const cases = [...fieldCases(), ...rangeCases(), ...bodyCases(), ...contentTypeCases(), ...methodCases()];
     expect(cases.length).toBeGreaterThan(1000);
     const outcomes = await pool(cases, 16, send);
     const failures: string[] = [];
@@ -529,6 +619,11 @@ describe('hostile input', () => {
     expect(outcome('/v1/completions logprobs = true').status).toBe(422);
     expect(outcome('/v1/chat/completions chat_template_kwargs = a string').status).toBe(422);
     expect(outcome('/v1/chat/completions chat_template_kwargs.messages = an empty array').status).toBe(422);
+    // Found answered 200 later: flags read without a type check, ranges skipped when greedy dropped the field.
+    expect(outcome('/v1/chat/completions structured_outputs.json_object = a string').status).toBe(422);
+    expect(outcome('/v1/completions response_format.json_schema.strict = zero').status).toBe(422);
+    expect(outcome('/v1/chat/completions typical_p = 5 {}').status).toBe(422);
+    expect(outcome('/v1/completions top_k = 0 {"temperature":0}').status).toBe(422);
     // Some 3,000 requests, a few hundred of them valid by accident and generating: a busy machine needs the time.
   }, 240_000);
 

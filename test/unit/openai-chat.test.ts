@@ -511,6 +511,12 @@ describe('parseChatRequest', () => {
     ],
     [{ messages: user, top_k: 'x', temperature: 0 }, 'top_k', /must be an integer, got a string/],
     [{ messages: user, typical_p: [], do_sample: false }, 'typical_p', /must be a number/],
+    // Out of range is refused even when greedy drops the field: it would be refused when sampling.
+    [{ messages: user, typical_p: 5, temperature: 0 }, 'typical_p', /`typical_p` must be > 0 and <= 1. Given: 5/],
+    [{ messages: user, typical_p: 0, do_sample: false }, 'typical_p', /must be > 0 and <= 1/],
+    [{ messages: user, top_k: 0, temperature: 0 }, 'top_k', /`top_k` must be >= 1 and <= 2147483647. Given: 0/],
+    [{ messages: user, top_k: -5, top_p: 0 }, 'top_k', /must be >= 1/],
+    [{ messages: user, top_k: 2 ** 40, do_sample: false }, 'top_k', /must be >= 1 and <= 2147483647/],
     [{ messages: user, chat_template_kwargs: 'think' }, 'chat_template_kwargs', /must be an object, got a string/],
     [{ messages: user, chat_template_kwargs: [] }, 'chat_template_kwargs', /must be an object, got an array/],
     [{ messages: user, chat_template_kwargs: { messages: [] } }, 'chat_template_kwargs.messages', /set by the server/],

@@ -42,6 +42,18 @@ describe('response_format', () => {
     expect(readResponseFormat(body)).toEqual({ type: 'json_schema', schema: { ...PERSON_SPEC.schema, additionalProperties: false } });
   });
 
+  it('json_schema.strict must be a boolean when given, as the openai SDK sends it', () => {
+    const format = (strict: unknown) => ({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: PERSON, strict } } });
+    for (const strict of ['true', 1, {}]) {
+      const err = refusal(() => readResponseFormat(format(strict)));
+      expect([err.param, err.message]).toEqual([
+        'response_format.json_schema.strict',
+        expect.stringContaining('`response_format.json_schema.strict` must be a boolean'),
+      ]);
+    }
+    expect(readResponseFormat(format(null))).toEqual(PERSON_SPEC);
+  });
+
   it('json_schema without a schema is any object; strict: false is enforced all the same', () => {
     expect(readResponseFormat({ response_format: { type: 'json_schema', json_schema: { name: 'x', strict: false } } })).toEqual(ANY_OBJECT);
     expect(
@@ -146,6 +158,18 @@ describe('vLLM structured_outputs and guided_*', () => {
     expect(refusal(() => readStructuredOutputs({ structured_outputs: { structural_tag: '{}' } })).param).toBe(
       'structured_outputs.structural_tag',
     );
+  });
+
+  it('type-checks json_object, which only true turns on (a string or a number was ignored, and answered 200)', () => {
+    for (const value of ['yes', 1, {}, []]) {
+      const err = refusal(() => readStructuredOutputs({ structured_outputs: { json_object: value } }));
+      expect([err.param, err.message]).toEqual([
+        'structured_outputs.json_object',
+        expect.stringContaining('`structured_outputs.json_object` must be a boolean'),
+      ]);
+    }
+    expect(readStructuredOutputs({ structured_outputs: { json_object: false } })).toBeUndefined();
+    expect(readStructuredOutputs({ structured_outputs: { json_object: null, regex: 'a' } })).toEqual({ type: 'regex', pattern: 'a' });
   });
 });
 
