@@ -1,6 +1,7 @@
 // The lint gate `npm test` runs. Besides typescript-eslint's recommended rules and its type-aware
 // promise rules, it enforces the house layering: the core (`src/`) never imports a web framework,
-// the engine never imports the HTTP layer, and no module cycles.
+// the engine never imports the HTTP layer, and no module cycles; and no `!` in the HTTP layer,
+// the protocol encoders and the adapters.
 import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 import importX from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
@@ -38,6 +39,11 @@ export default tseslint.config(
         { patterns: [{ group: FRAMEWORKS, message: 'The core never imports a web framework: adapters/ do.' }] },
       ],
     },
+  },
+  {
+    // The route glue and the wire formats state their invariants in types, not in `!` (issue 10).
+    files: ['src/http/**/*.ts', 'src/protocol/**/*.ts', 'adapters/**/*.ts'],
+    rules: { '@typescript-eslint/no-non-null-assertion': 'error' },
   },
   {
     files: ['src/engine/**/*.ts'],

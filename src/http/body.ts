@@ -72,8 +72,8 @@ const MAX_DEPTH = 128;
 /** `value`, unless arrays and objects nest deeper than MAX_DEPTH; walked without recursion. */
 function checkDepth(value: unknown): unknown {
   const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
+  for (let entry = stack.pop(); entry !== undefined; entry = stack.pop()) {
+    const [node, depth] = entry;
     if (typeof node !== 'object' || node === null) continue;
     if (depth > MAX_DEPTH) throw malformed(`recursion limit exceeded: nested deeper than ${MAX_DEPTH}`);
     for (const child of Object.values(node)) stack.push([child, depth + 1]);
