@@ -110,9 +110,11 @@ describe('fixture CLI', () => {
     lines.length = 0;
     expect(await main(['--out', join(root, 'x'), '--weights', 'int3'], (l) => lines.push(l))).toBe(2);
     expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--positions', 'ids'], (l) => lines.push(l))).toBe(2);
+    expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--logits-to-keep'], (l) => lines.push(l))).toBe(2);
     expect(lines.map((l) => l.split('\n')[0])).toEqual([
       'unknown weights "int3" (expected fp32, fp16, q4, q8)',
       'positions does not apply to attention "gqa": GroupQueryAttention takes positions from attention_mask',
+      'logitsToKeep does not apply to attention "gqa": onnxruntime-genai\'s builder writes no num_logits_to_keep input',
     ]);
     await expect(ensureFixtureModel('tiny', { dir: root, positions: 'rows' as 'ids' })).rejects.toThrow(
       'unknown positions "rows" (expected ids, mask, column)',
@@ -122,10 +124,10 @@ describe('fixture CLI', () => {
   it('writes the variant it is asked for', async () => {
     const out = join(root, 'cli');
     const args = ['--size', 'tiny', '--out', out, '--seed', '5', '--weights', 'fp16'];
-    args.push('--positions', 'mask', '--external-data');
+    args.push('--positions', 'mask', '--external-data', '--logits-to-keep');
     expect(await main(args, () => {})).toBe(0);
     const stamp = await readJson(out, 'fixture.json');
-    expect(stamp).toMatchObject({ seed: 5, weights: 'fp16', positions: 'mask', externalData: true });
+    expect(stamp).toMatchObject({ seed: 5, weights: 'fp16', positions: 'mask', externalData: true, logitsToKeep: true });
     expect((await readdir(join(out, 'onnx'))).sort()).toEqual(['model_fp16.onnx', 'model_fp16.onnx_data']);
   });
 });
