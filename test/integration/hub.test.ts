@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +15,8 @@ import { createEngine } from '../../src/engine/engine.js';
 import { ModelLoadError } from '../../src/errors.js';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { createInferenceHandler } from '../../src/http/handler.js';
-import { type HubSettings, parseHubId, resolveHubModel, type ResolveOptions } from '../../src/hub/index.js';
+import { openModelDir } from '../../src/engine/model-dir.js';
+import { type HubSettings, parseHubId, resolveHubModel, resolveModelSource, type ResolveOptions } from '../../src/hub/index.js';
 import type { DownloadProgress, Engine } from '../../src/types.js';
 import { FakeHub, GRANTED_TOKEN, UNGRANTED_TOKEN, filesOf } from '../support/hub-server.js';
 
@@ -23,24 +24,46 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const REPO = 'acme/tiny';
 /** What a q4 load reads; the repository also has fp32 and fp16 graphs, special_tokens_map.json, a README and fixture.json. */
 const Q4_FILES = ['config.json', 'generation_config.json', 'onnx/model_q4.onnx', 'tokenizer.json', 'tokenizer_config.json'];
+/** A repository laid out as microsoft/Phi-4-mini-instruct-onnx: no model at the root, one per folder, with genai_config.json. */
+const FOLDERED = 'acme/tiny-onnx';
+const FOLDER = 'cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4';
 
 let hub: FakeHub;
 let commit: string;
+let folderedCommit: string;
 let fixture: Record<string, Buffer>;
 let cacheDir: string;
 
 beforeAll(async () => {
   hub = await new FakeHub().start();
   fixture = await filesOf(await ensureFixtureModel('tiny'));
-  commit = hub.addRepo(REPO, {
-    ...fixture,
-    // A copy of the fp32 graph under the q4 name: it loads, and only a q4 load fetches it.
-    'onnx/model_q4.onnx': fixture['onnx/model.onnx'],
-    'onnx/model_fp16.onnx': Buffer.from('never downloaded'),
-    'README.md': Buffer.from('# tiny\n'),
-  });
+  commit = hub.addRepo(
+    REPO,
+    {
+      ...fixture,
+      // A copy of the fp32 graph under the q4 name: it loads, and only a q4 load fetches it.
+      'onnx/model_q4.onnx': fixture['onnx/model.onnx'],
+      'onnx/model_fp16.onnx': Buffer.from('never downloaded'),
+      'README.md': Buffer.from('# tiny\n'),
+    },
+    { refs: ['v1.0'] },
+  );
   hub.addRepo('acme/tiny-external', await filesOf(await ensureFixtureModel('tiny', { externalData: true })));
   hub.addRepo('acme/gated', fixture, { gated: true });
+  const external = await filesOf(await ensureFixtureModel('tiny', { externalData: true }));
+  const genai = Buffer.from(JSON.stringify({ model: { type: 'llama', decoder: { filename: 'model.onnx' } } }));
+  const variant: Record<string, Buffer> = { 'genai_config.json': genai };
+  for (const [path, bytes] of Object.entries(external)) if (path !== 'fixture.json') variant[path.replace(/^onnx\//, '')] = bytes;
+  folderedCommit = hub.addRepo(
+    FOLDERED,
+    {
+      'README.md': Buffer.from('# tiny, one folder per variant\n'),
+      ...Object.fromEntries(Object.entries(variant).map(([path, bytes]) => [`${FOLDER}/${path}`, bytes])),
+      'cuda/cuda-fp16/genai_config.json': genai,
+      'cuda/cuda-fp16/model.onnx': Buffer.from('never downloaded'),
+    },
+    { xet: true },
+  );
 });
 afterAll(() => hub.close());
 beforeEach(async () => {
@@ -132,25 +155,56 @@ describe('a model by Hub id', () => {
     );
   });
 
-  it('finds a cache written by Python huggingface_hub (blobs, relative symlinks, refs/main) and downloads nothing', async () => {
+  it('finds a cache written by Python huggingface_hub (relative links, refs for a branch and a tag, a commit without a ref) and downloads nothing', async () => {
+    // As huggingface_hub 0.2x/1.x writes it: blobs named by etag, snapshot entries as links relative to
+    // their own folder (os.path.relpath), refs/<branch or tag> holding the commit, .no_exist/ for
+    // files found missing, and the lock files its filelock leaves behind.
     const folder = join(cacheDir, 'models--acme--tiny');
     const files = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx'];
     await mkdir(join(folder, 'blobs'), { recursive: true });
     await mkdir(join(folder, 'refs'));
     await writeFile(join(folder, 'refs', 'main'), commit);
+    await writeFile(join(folder, 'refs', 'v1.0'), commit);
+    await mkdir(join(folder, '.no_exist', commit), { recursive: true });
+    await writeFile(join(folder, '.no_exist', commit, 'chat_template.jinja'), '');
+    await mkdir(join(cacheDir, '.locks', 'models--acme--tiny'), { recursive: true });
+    const links: Record<string, string> = {};
     for (const path of files) {
       const { oid, bytes } = hub.file(REPO, path);
       await writeFile(join(folder, 'blobs', oid), bytes);
+      await writeFile(join(cacheDir, '.locks', 'models--acme--tiny', `${oid}.lock`), '');
       const link = join(folder, 'snapshots', commit, path);
       await mkdir(join(link, '..'), { recursive: true });
-      await symlink(path.includes('/') ? `../../../../blobs/${oid}` : `../../../blobs/${oid}`, link);
+      links[path] = path.includes('/') ? `../../../blobs/${oid}` : `../../blobs/${oid}`;
+      await symlink(links[path], link);
     }
-    const { dir } = await load(REPO);
-    expect(dir).toBe(join(folder, 'snapshots', commit));
+    const inodes = async () => Promise.all(files.map(async (path) => (await lstat(join(folder, 'snapshots', commit, path))).ino));
+    const before = await inodes();
+
+    const dir = join(folder, 'snapshots', commit);
+    for (const model of [REPO, `${REPO}@v1.0`, `${REPO}@${commit}`]) expect((await load(model)).dir, model).toBe(dir);
     expect(hub.downloads()).toEqual([]);
     hub.requests.length = 0;
-    expect((await load(REPO, {}, { offline: true })).dir).toBe(dir);
+    for (const model of [REPO, `${REPO}@v1.0`, `${REPO}@${commit}`]) {
+      expect((await load(model, {}, { offline: true })).dir, model).toBe(dir);
+    }
     expect(hub.requests).toEqual([]);
+    // Python's links are used as they are, not rewritten.
+    for (const path of files) expect(await readlink(join(dir, path))).toBe(links[path]);
+    expect(await inodes()).toEqual(before);
+    // A commit-hash revision writes no ref; the branch and the tag keep theirs.
+    expect((await readdir(join(folder, 'refs'))).sort()).toEqual(['main', 'v1.0']);
+  });
+
+  it('writes what Python huggingface_hub reads: relative links into blobs/, refs/<revision> holding the commit', async () => {
+    const { dir } = await load(`${REPO}@v1.0`, { dtype: 'q4' });
+    const folder = join(cacheDir, 'models--acme--tiny');
+    expect(await readFile(join(folder, 'refs', 'v1.0'), 'utf8')).toBe(commit);
+    for (const path of Q4_FILES) {
+      const { oid } = hub.file(REPO, path);
+      expect(await readlink(join(dir, path)), path).toBe(`${path.includes('/') ? '../../../' : '../../'}blobs/${oid}`);
+    }
+    expect((await readdir(join(folder, 'blobs'))).sort()).toEqual(Q4_FILES.map((path) => hub.file(REPO, path).oid).sort());
   });
 
   it('pins a revision: a commit hash loads without a ref, an unknown revision is a 404', async () => {
@@ -171,6 +225,38 @@ describe('a model by Hub id', () => {
       'tokenizer.json',
       'tokenizer_config.json',
     ]);
+  });
+});
+
+describe('a model in a folder of the repository', () => {
+  it('loads org/name/folder: only the files of that folder, from its folder of the snapshot, online and offline', async () => {
+    const id = `${FOLDERED}/${FOLDER}`;
+    const { dir } = await load(id);
+    expect(dir).toBe(join(cacheDir, 'models--acme--tiny-onnx', 'snapshots', folderedCommit, ...FOLDER.split('/')));
+    const needed = ['config.json', 'generation_config.json', 'genai_config.json', 'model.onnx', 'model.onnx_data', 'tokenizer.json'];
+    expect(fetched(FOLDERED)).toEqual([...needed, 'tokenizer_config.json'].map((path) => `${FOLDER}/${path}`).sort());
+    // The loader opens the folder as a directory: genai_config.json names the graph, its data is beside it.
+    expect((await openModelDir(dir)).onnxFile).toBe(join(dir, 'model.onnx'));
+    hub.requests.length = 0;
+    expect((await load(id, {}, { offline: true })).dir).toBe(dir);
+    expect(hub.requests).toEqual([]);
+    const settings = { endpoint: hub.url, cacheDir, token: undefined, offline: true };
+    expect(await resolveModelSource(id, { settings })).toEqual({ dir, modelId: id });
+  });
+
+  it('names the folders that hold a model when the id names none of them', async () => {
+    const folders = `${FOLDER}, cuda/cuda-fp16: name one after the id, as in ${FOLDERED}/${FOLDER}`;
+    expect((await failure(load(FOLDERED))).message).toBe(
+      `${FOLDERED}@main has neither config.json nor genai_config.json at its root. Its models are in the folders ${folders}`,
+    );
+    expect((await failure(load(`${FOLDERED}/cpu_and_mobile`))).message).toBe(
+      `${FOLDERED}@main/cpu_and_mobile has neither config.json nor genai_config.json. Its models are in the folders ${folders}`,
+    );
+    expect((await failure(load(`${FOLDERED}/cpu@${folderedCommit}`))).message).toBe(
+      `${FOLDERED}@${folderedCommit} has no folder cpu. Its models are in the folders ${FOLDER}, cuda/cuda-fp16: ` +
+        `name one after the id, as in ${FOLDERED}/${FOLDER}@${folderedCommit}`,
+    );
+    expect(fetched(FOLDERED)).toEqual([]);
   });
 });
 
