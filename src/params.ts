@@ -15,6 +15,7 @@
  */
 import { ValidationError } from './errors.js';
 import type { GrammarSpec } from './grammar/spec.js';
+import { checkStopCount, readBoolean, readNumber, readStop, readString } from './protocol/json-shape.js';
 import { readTgiGrammar } from './protocol/structured-output.js';
 import type { GenerateParameters, ValidatedParameters, ValidationLimits } from './types.js';
 
@@ -60,27 +61,30 @@ export function validateParameters(
     fail('`parameters` must be an object', 'parameters');
   }
   const raw = (missing ? {} : parameters) as Record<string, unknown>;
+  const readFloat = (name: string) => readNumber(raw, name, {}, 'tgi') ?? null;
+  const readInteger = (name: string, min: number, max: number) => readNumber(raw, name, { integer: true, min, max }, 'tgi') ?? null;
+  const readFlag = (name: string) => readBoolean(raw, name, name, 'tgi') ?? null;
 
   // Types first, in the order of TGI's struct, as serde would reject them.
-  const bestOf = readInteger(raw, 'best_of', 0, Number.MAX_SAFE_INTEGER);
-  const temperature = readFloat(raw, 'temperature');
-  const repetitionPenalty = readFloat(raw, 'repetition_penalty');
-  const frequencyPenalty = readFloat(raw, 'frequency_penalty');
-  const presencePenalty = readFloat(raw, 'presence_penalty');
-  const topK = readInteger(raw, 'top_k', -I32, I32 - 1);
-  const topP = readFloat(raw, 'top_p');
-  const typicalP = readFloat(raw, 'typical_p');
-  const doSample = readBoolean(raw, 'do_sample') ?? missing;
-  const maxNewTokens = readInteger(raw, 'max_new_tokens', 0, U32_MAX);
-  const returnFullText = readBoolean(raw, 'return_full_text') ?? options.returnFullText ?? false;
-  const stop = readStop(raw);
-  const truncate = readInteger(raw, 'truncate', 0, Number.MAX_SAFE_INTEGER);
-  const watermark = readBoolean(raw, 'watermark') ?? false;
-  const details = readBoolean(raw, 'details') ?? false;
-  const decoderInputDetails = readBoolean(raw, 'decoder_input_details') ?? false;
-  const seed = readInteger(raw, 'seed', 0, Number.MAX_SAFE_INTEGER);
-  const topNTokens = readInteger(raw, 'top_n_tokens', 0, U32_MAX);
-  if (raw.adapter_id != null && typeof raw.adapter_id !== 'string') fail('`adapter_id` must be a string', 'adapter_id');
+  const bestOf = readInteger('best_of', 0, Number.MAX_SAFE_INTEGER);
+  const temperature = readFloat('temperature');
+  const repetitionPenalty = readFloat('repetition_penalty');
+  const frequencyPenalty = readFloat('frequency_penalty');
+  const presencePenalty = readFloat('presence_penalty');
+  const topK = readInteger('top_k', -I32, I32 - 1);
+  const topP = readFloat('top_p');
+  const typicalP = readFloat('typical_p');
+  const doSample = readFlag('do_sample') ?? missing;
+  const maxNewTokens = readInteger('max_new_tokens', 0, U32_MAX);
+  const returnFullText = readFlag('return_full_text') ?? options.returnFullText ?? false;
+  const stop = readStop(raw, 'tgi') ?? [];
+  const truncate = readInteger('truncate', 0, Number.MAX_SAFE_INTEGER);
+  const watermark = readFlag('watermark') ?? false;
+  const details = readFlag('details') ?? false;
+  const decoderInputDetails = readFlag('decoder_input_details') ?? false;
+  const seed = readInteger('seed', 0, Number.MAX_SAFE_INTEGER);
+  const topNTokens = readInteger('top_n_tokens', 0, U32_MAX);
+  readString(raw, 'adapter_id', 'adapter_id', 'tgi');
 
   // best_of 0 behaves like 1, as on TGI's /generate.
   const n = bestOf === null || bestOf === 0 ? 1 : bestOf;
@@ -108,9 +112,7 @@ export function validateParameters(
   if (typicalP !== null && !(typicalP > 0 && typicalP <= 1)) fail('`typical_p` must be > 0.0 and <= 1.0', 'typical_p');
   if (topK !== null && topK <= 0) fail('`top_k` must be strictly positive', 'top_k');
   if (maxNewTokens === 0) fail('`max_new_tokens` must be strictly positive', 'max_new_tokens');
-  if (stop.length > limits.maxStopSequences) {
-    fail(`\`stop\` supports up to ${limits.maxStopSequences} stop sequences. Given: ${stop.length}`, 'stop');
-  }
+  checkStopCount(stop, limits.maxStopSequences);
   if (seed !== null && n > 1) fail('`seed` must not be set when `best_of` > 1', 'seed');
   if (topNTokens !== null && topNTokens > limits.maxTopNTokens) {
     fail(`\`top_n_tokens\` must be >= 0 and <= ${limits.maxTopNTokens}. Given: ${topNTokens}`, 'top_n_tokens');
@@ -180,35 +182,4 @@ export function checkTokenBudget(
 
 function fail(message: string, param: string): never {
   throw new ValidationError(message, param);
-}
-
-function readFloat(raw: Record<string, unknown>, name: string): number | null {
-  const value = raw[name];
-  if (value == null) return null;
-  if (typeof value !== 'number' || !Number.isFinite(value)) fail(`\`${name}\` must be a finite number`, name);
-  return value;
-}
-
-function readInteger(raw: Record<string, unknown>, name: string, min: number, max: number): number | null {
-  const value = raw[name];
-  if (value == null) return null;
-  if (typeof value !== 'number' || !Number.isInteger(value)) fail(`\`${name}\` must be an integer`, name);
-  if (value < min || value > max) fail(`\`${name}\` must be an integer >= ${min} and <= ${max}. Given: ${value}`, name);
-  return value;
-}
-
-function readBoolean(raw: Record<string, unknown>, name: string): boolean | null {
-  const value = raw[name];
-  if (value == null) return null;
-  if (typeof value !== 'boolean') fail(`\`${name}\` must be a boolean`, name);
-  return value;
-}
-
-function readStop(raw: Record<string, unknown>): string[] {
-  const value = raw.stop;
-  if (value == null) return [];
-  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
-    fail('`stop` must be an array of strings', 'stop');
-  }
-  return [...value];
 }

@@ -1,11 +1,21 @@
 /**
- * Readers for fields of a parsed JSON request body. Each returns `undefined` for a missing or
- * `null` field (OpenAI clients send `null` for "unset") and throws a 422 `ValidationError` naming
- * the field otherwise, so a decoder never lets a wrongly typed value through to the engine.
+ * Readers for fields of a parsed JSON request body, for every route family: the OpenAI decoders and
+ * TGI's parameter validation (params.ts). Each returns `undefined` for a missing or `null` field
+ * (OpenAI clients send `null` for "unset"; TGI's serde reads it as absent) and throws a 422
+ * `ValidationError` naming the field otherwise, so a decoder never lets a wrongly typed value
+ * through to the engine.
  */
 import { ValidationError } from '../errors.js';
 
 export type JsonObject = Record<string, unknown>;
+
+/**
+ * Whose words a refusal is in. `openai`: the message names the type received (`must be a number,
+ * got a string`). `tgi`: the sentences TGI routes have always answered and their clients match
+ * (`must be a finite number`, `must be an integer >= 0 and <= 4294967295. Given: 1e+20`), where an
+ * integer is any whole number and a huge one is out of range rather than of the wrong type.
+ */
+export type Wording = 'openai' | 'tgi';
 
 export function isPlainObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -34,34 +44,42 @@ export interface NumberRule {
  * readNumber({ temperature: 0.5 }, 'temperature', { min: 0, max: 2 }); // 0.5
  * readNumber({ typical_p: 0 }, 'typical_p', { above: 0, max: 1 }); // ValidationError: `typical_p` must be > 0 and <= 1. Given: 0
  */
-export function readNumber(body: JsonObject, name: string, rule: NumberRule = {}): number | undefined {
+export function readNumber(body: JsonObject, name: string, rule: NumberRule = {}, wording: Wording = 'openai'): number | undefined {
   const value = body[name];
   if (value === undefined || value === null) return undefined;
-  const kind = rule.integer ? 'an integer' : 'a number';
-  const ok = typeof value === 'number' && (rule.integer ? Number.isSafeInteger(value) : Number.isFinite(value));
-  if (!ok) throw new ValidationError(`\`${name}\` must be ${kind}, got ${typeName(value)}`, name);
+  const tgi = wording === 'tgi';
+  const whole = tgi ? Number.isInteger : Number.isSafeInteger;
+  const ok = typeof value === 'number' && (rule.integer ? whole(value) : Number.isFinite(value));
+  if (!ok) {
+    const kind = rule.integer ? 'an integer' : tgi ? 'a finite number' : 'a number';
+    throw new ValidationError(`\`${name}\` must be ${kind}${tgi ? '' : `, got ${typeName(value)}`}`, name);
+  }
   const { min, above, max } = rule;
   if ((min !== undefined && value < min) || (above !== undefined && value <= above) || (max !== undefined && value > max)) {
     const lower = min !== undefined ? `>= ${min}` : above !== undefined ? `> ${above}` : null;
     const upper = max !== undefined ? `<= ${max}` : null;
-    throw new ValidationError(`\`${name}\` must be ${[lower, upper].filter(Boolean).join(' and ')}. Given: ${value}`, name);
+    const range = [lower, upper].filter(Boolean).join(' and ');
+    throw new ValidationError(`\`${name}\` must be ${tgi && rule.integer ? 'an integer ' : ''}${range}. Given: ${value}`, name);
   }
   return value;
 }
 
 /** `path` names the field in the error when it is nested (`structured_outputs.json_object`). */
-export function readBoolean(body: JsonObject, name: string, path = name): boolean | undefined {
-  const value = body[name];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'boolean') throw new ValidationError(`\`${path}\` must be a boolean, got ${typeName(value)}`, path);
-  return value;
+export function readBoolean(body: JsonObject, name: string, path = name, wording: Wording = 'openai'): boolean | undefined {
+  return readTyped(body, name, 'boolean', path, wording) as boolean | undefined;
 }
 
 /** `path` names the field in the error when it is nested (`messages[0].name`). */
-export function readString(body: JsonObject, name: string, path = name): string | undefined {
+export function readString(body: JsonObject, name: string, path = name, wording: Wording = 'openai'): string | undefined {
+  return readTyped(body, name, 'string', path, wording) as string | undefined;
+}
+
+function readTyped(body: JsonObject, name: string, type: 'boolean' | 'string', path: string, wording: Wording): unknown {
   const value = body[name];
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') throw new ValidationError(`\`${path}\` must be a string, got ${typeName(value)}`, path);
+  if (typeof value !== type) {
+    throw new ValidationError(`\`${path}\` must be a ${type}${wording === 'tgi' ? '' : `, got ${typeName(value)}`}`, path);
+  }
   return value;
 }
 
@@ -73,15 +91,24 @@ export function readObject(body: JsonObject, name: string): JsonObject | undefin
 }
 
 /**
- * OpenAI's `stop`: a string or an array of strings, always returned as an array.
+ * `stop`, always returned as an array: OpenAI's is a string or an array of strings, TGI's an array.
  *
  * @example
  * readStop({ stop: '\n' }); // ['\n']
+ * readStop({ stop: '\n' }, 'tgi'); // ValidationError: `stop` must be an array of strings
  */
-export function readStop(body: JsonObject): string[] | undefined {
+export function readStop(body: JsonObject, wording: Wording = 'openai'): string[] | undefined {
   const value = body.stop;
   if (value === undefined || value === null) return undefined;
-  if (typeof value === 'string') return [value];
+  if (typeof value === 'string' && wording === 'openai') return [value];
   if (Array.isArray(value) && value.every((s) => typeof s === 'string')) return [...value];
-  throw new ValidationError(`\`stop\` must be a string or an array of strings, got ${typeName(value)}`, 'stop');
+  const expected = wording === 'openai' ? `a string or an array of strings, got ${typeName(value)}` : 'an array of strings';
+  throw new ValidationError(`\`stop\` must be ${expected}`, 'stop');
+}
+
+/** The server's `max_stop_sequences`, in TGI's words on every route. */
+export function checkStopCount(stop: readonly string[], max: number | undefined): void {
+  if (max !== undefined && stop.length > max) {
+    throw new ValidationError(`\`stop\` supports up to ${max} stop sequences. Given: ${stop.length}`, 'stop');
+  }
 }

@@ -22,7 +22,7 @@
  */
 import { ValidationError } from '../errors.js';
 import type { GenerateParameters, GenerationDefaults, ValidationLimits } from '../types.js';
-import { readBoolean, readNumber, readObject, readStop, type JsonObject } from './json-shape.js';
+import { checkStopCount, readBoolean, readNumber, readObject, readStop, type JsonObject } from './json-shape.js';
 
 export type { GenerationDefaults };
 
@@ -86,10 +86,7 @@ export function readSamplingParameters(body: JsonObject, limits: OpenAILimits = 
   if (maxTokens !== undefined) params.max_new_tokens = maxTokens;
   const stop = readStop(body);
   if (stop !== undefined) {
-    const max = limits.maxStopSequences;
-    if (max !== undefined && stop.length > max) {
-      throw new ValidationError(`\`stop\` supports up to ${max} stop sequences. Given: ${stop.length}`, 'stop');
-    }
+    checkStopCount(stop, limits.maxStopSequences);
     params.stop = stop;
   }
   const seed = readNumber(body, 'seed', { integer: true, min: 0 });
