@@ -175,11 +175,23 @@ class Transfer {
     }
   }
 
+  /**
+   * The hash covers the bytes this process wrote; the size on disk shows whether another program
+   * appended to the same partial file meanwhile (huggingface_hub resumes `<blob>.incomplete` too,
+   * and does not see this process's lock).
+   */
   async verify(): Promise<void> {
     const { file, partial, target } = this;
     const digest = this.hash.digest('hex');
-    if (digest === file.oid && this.have === file.size) return;
+    const onDisk = (await stat(partial).catch(() => null))?.size ?? 0;
+    if (digest === file.oid && this.have === file.size && onDisk === file.size) return;
     await rm(partial, { force: true });
+    if (digest === file.oid && this.have === file.size) {
+      throw new ModelLoadError(
+        `${file.path} of ${target.repo}@${target.revision}: ${partial} holds ${onDisk} bytes, not the ${file.size} this ` +
+          'download wrote: another program wrote to it at the same time. The download was discarded; loading again fetches it anew.',
+      );
+    }
     throw new ModelLoadError(
       `${file.path} of ${target.repo}@${target.revision} failed verification: got ${this.have} bytes with ` +
         `${file.lfs ? 'sha256' : 'git sha1'} ${digest}, the Hub lists ${file.size} bytes with ${file.oid}. The download was discarded.`,

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { appendFile, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { scanCachedRepo } from '@huggingface/hub';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ModelLoadError } from '../../src/errors.js';
@@ -195,6 +196,27 @@ describe('cacheFile', () => {
     expect(await stat(snapshotFile('onnx/model.onnx')).catch(() => null)).toBeNull();
   });
 
+  it('refuses a partial file that another program appended to meanwhile, as huggingface_hub resuming the same .incomplete would', async () => {
+    const file = remote(REPO, 'onnx/model.onnx');
+    const partial = join(cacheDir, 'models--acme--tiny', 'blobs', `${file.oid}.incomplete`);
+    let release!: () => void;
+    hub.fault(REPO, 'onnx/model.onnx', { holdAfter: 100_000, release: new Promise<void>((r) => (release = r)) });
+    const download = cacheFile(file, context()).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    await partialReaches(file, 100_000);
+    await appendFile(partial, weights.subarray(100_000, 150_000));
+    release();
+    const error = await download;
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toBe(
+      `onnx/model.onnx of acme/tiny@main: ${partial} holds 350000 bytes, not the 300000 this download wrote: another program ` +
+        'wrote to it at the same time. The download was discarded; loading again fetches it anew.',
+    );
+    expect(await blobs()).toEqual([]);
+  });
+
   it('reports a full disk as a ModelLoadError naming the file, and no blob appears', async () => {
     const file = remote(REPO, 'onnx/model.onnx');
     const blobDir = join(cacheDir, 'models--acme--tiny', 'blobs');
@@ -234,6 +256,29 @@ describe('cacheFile', () => {
 });
 
 describe('withFileLock', () => {
+  it('never takes over a lock that a process holds with flock(2), as huggingface_hub does, however old its file', async () => {
+    const lock = join(cacheDir, 'y.lock');
+    await writeFile(lock, ''); // what Python's filelock creates, and leaves behind when done
+    // util-linux flock(1) without a fork: the process that holds the lock is the one killed below.
+    const holder = spawn('flock', ['--exclusive', '--no-fork', lock, 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      while (!(await readFile('/proc/locks', 'utf8')).includes(` ${holder.pid} `)) await new Promise((r) => setTimeout(r, 10));
+      const old = new Date(Date.now() - 60_000);
+      await utimes(lock, old, old);
+      let ran = false;
+      const task = withFileLock(lock, async () => {
+        ran = true;
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(ran).toBe(false);
+      holder.kill();
+      await task;
+      expect(ran).toBe(true);
+    } finally {
+      holder.kill();
+    }
+  });
+
   it('takes over a lock whose holder died', async () => {
     const lock = join(cacheDir, 'x.lock');
     // A pid far above pid_max on Linux: no such process.
