@@ -95,13 +95,14 @@ describe('model file layouts', () => {
           num_key_value_heads: config.num_key_value_heads,
         },
       },
-      search: { do_sample: false, temperature: 0.6, top_k: 20, top_p: 0.95, repetition_penalty: 1.0 },
+      // The builder dumps the whole GenerationConfig: top_k 50 and repetition_penalty 1.0 are its defaults, not the authors' choice.
+      search: { do_sample: true, temperature: 0.6, top_k: 50, top_p: 0.95, repetition_penalty: 1.0 },
     };
     await writeFile(join(dir, 'genai_config.json'), JSON.stringify(genai));
     const { ids, info } = await greedy({ model: dir });
     expect(info.onnxFile).toBe(join(dir, 'phi-mini-cpu.onnx'));
     expect(info.eosTokenIds).toEqual([config.eos_token_id, 7]);
-    expect(info.generationDefaults).toEqual({ doSample: false, temperature: 0.6, topK: 20, topP: 0.95, repetitionPenalty: 1.0 });
+    expect(info.generationDefaults).toEqual({ doSample: true, temperature: 0.6, topP: 0.95 });
     // Greedy tokens stop at the first eos id, so compare up to where the reference would have stopped.
     const stop = reference.findIndex((id) => id === 7);
     expect(ids).toEqual(stop === -1 ? reference : reference.slice(0, stop + 1));
