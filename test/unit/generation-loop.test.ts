@@ -22,6 +22,8 @@ type FailAt = 'emptyPast' | 'prefill' | 'decode' | 'merge' | null;
 
 class ScriptedModel {
   failAt: FailAt = null;
+  /** Runs while a pass computes, as a message the worker receives during ONNX Runtime's run() would. */
+  during: ((kind: 'prefill' | 'decode') => void) | null = null;
   readonly passes: string[] = [];
 
   constructor(readonly attention: { layout: CacheLayout }) {}
@@ -35,6 +37,7 @@ class ScriptedModel {
     const { batch, seqLen } = inputs;
     const kind = seqLen === 1 && inputs.past[0].dims[2] > 0 && inputs.past[0].dims[0] === batch ? 'decode' : 'prefill';
     this.passes.push(`${kind}:${batch}`);
+    this.during?.(kind);
     if (this.failAt === kind) throw new Error(`${kind} failed`);
     const logits = new Float32Array(batch * seqLen * VOCAB);
     for (let r = 0; r < batch; r++) {
@@ -154,15 +157,52 @@ describe('GenerationLoop failures: the failing step fails its own rows, the othe
     t.loop.stop();
     await t.running;
   });
+});
 
-  it('a cancel that lands in the step where the row finishes leaves nothing behind', async () => {
+describe('GenerationLoop cancellation: no id outlives its row in the set of cancels', () => {
+  /** The ids cancelled and not yet dropped: the one piece of state no public figure shows. */
+  const pendingCancels = (loop: GenerationLoop) => [...loop['cancelled']];
+
+  it('a cancel of a queued request releases it at once', async () => {
     const t = setup();
     t.loop.submit(t.sequence(1, [1], 1));
     t.loop.cancel(1);
     t.loop.submit(t.sequence(2, [10], 2));
     await t.until(() => t.ended.has(2));
+    expect(t.tokens.has(1)).toBe(false);
     expect(t.loop.stats()).toMatchObject({ queueSize: 0, batchSize: 0 });
+    expect(pendingCancels(t.loop)).toEqual([]);
     t.loop.stop();
     await t.running;
   });
+
+  // Prompt [1]: the prefill gives token 2, each decode step the next number.
+  const places = [
+    { place: 'the prefill where the row finishes at its first token', maxNew: 1, kind: 'prefill', pass: 1, tokens: [2], ends: true },
+    { place: 'the prefill of a row that goes on', maxNew: 5, kind: 'prefill', pass: 1, tokens: [2], ends: false },
+    { place: 'the decode step where the row finishes', maxNew: 3, kind: 'decode', pass: 2, tokens: [2, 3, 4], ends: true },
+    { place: 'a decode step before the last', maxNew: 6, kind: 'decode', pass: 1, tokens: [2, 3], ends: false },
+  ] as const;
+  for (const { place, maxNew, kind, pass, tokens, ends } of places) {
+    it(`a cancel that lands during ${place} leaves nothing behind`, async () => {
+      const t = setup();
+      let seen = 0;
+      t.model.during = (k) => {
+        if (k === kind && ++seen === pass) t.loop.cancel(1);
+      };
+      t.loop.submit(t.sequence(1, [1], maxNew));
+      await t.until(() => t.tokens.get(1)?.length === tokens.length);
+      t.model.during = null;
+      // A later request runs a few turns: whatever the cancel left would still be there after them.
+      t.loop.submit(t.sequence(2, [10], 3));
+      await t.until(() => t.ended.has(2));
+      expect(t.tokens.get(1)).toEqual(tokens);
+      expect(t.ended.has(1)).toBe(ends);
+      expect(t.tokens.get(2)).toEqual([11, 12, 13]);
+      expect(t.loop.stats()).toMatchObject({ queueSize: 0, batchSize: 0 });
+      expect(pendingCancels(t.loop)).toEqual([]);
+      t.loop.stop();
+      await t.running;
+    });
+  }
 });
