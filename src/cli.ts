@@ -11,15 +11,16 @@ import { parseHubId, progressPrinter, resolveHubModel } from './hub/index.js';
 import type { Dtype } from './types.js';
 
 const USAGE = `Usage:
-  streaming-inference serve --model DIR|org/name[@revision] [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
-                            [--dtype fp32|fp16|q8|int8|q4|...] [--threads N] [--max-batch-size 32] [--drain-timeout-ms 10000]
-                            [--body-limit 2000000] [--stall-timeout-ms 30000]
+  streaming-inference serve --model DIR|org/name[/folder][@revision] [--port 3000] [--host 127.0.0.1] [--max-concurrent-requests 128]
+                            [--dtype fp32|fp16|q8|int8|q4|...] [--model-file onnx/other.onnx] [--threads N] [--max-batch-size 32]
+                            [--drain-timeout-ms 10000] [--body-limit 2000000] [--stall-timeout-ms 30000]
   streaming-inference serve --upstream URL [--upstream URL ...] [--port 3000] [--max-concurrent-requests 128] ...
                             a router in front of other servers; URL#dialect=openai&capacity=32 for an OpenAI one
-  streaming-inference check --model DIR|org/name [--dtype q4] [--model-file onnx/other.onnx] [--threads N] [--tokens 16]
+  streaming-inference check --model DIR|org/name[/folder][@revision] [--dtype q4] [--model-file onnx/other.onnx] [--threads N] [--tokens 16]
                             what the engine makes of a model, then a self-test: batched tokens == alone
-  streaming-inference download org/name[@revision] [--dtype q4] [--model-file onnx/other.onnx]
-                            fetch the files the model needs into the Hugging Face cache (then run offline: HF_HUB_OFFLINE=1)
+  streaming-inference download org/name[/folder][@revision] [--dtype q4] [--model-file onnx/other.onnx]
+                            fetch the files the model needs into the Hugging Face cache (then run offline: HF_HUB_OFFLINE=1);
+                            a folder for repositories with one model per folder (microsoft/Phi-3.5-mini-instruct-onnx/cpu_and_mobile/...)
   streaming-inference fixture --size tiny|demo|bench --out DIR`;
 
 function int(value: string | undefined, name: string): number | undefined {
@@ -43,6 +44,7 @@ export async function serve(argv: string[]): Promise<void> {
       host: { type: 'string', default: '127.0.0.1' },
       'max-concurrent-requests': { type: 'string' },
       dtype: { type: 'string' },
+      'model-file': { type: 'string' },
       threads: { type: 'string' },
       'max-batch-size': { type: 'string' },
       'drain-timeout-ms': { type: 'string', default: '10000' },
@@ -53,7 +55,7 @@ export async function serve(argv: string[]): Promise<void> {
   });
   const upstreams = values.upstream ?? [];
   if (upstreams.length > 0) {
-    const local = (['model', 'dtype', 'threads', 'max-batch-size'] as const).filter((name) => values[name] !== undefined);
+    const local = (['model', 'dtype', 'model-file', 'threads', 'max-batch-size'] as const).filter((name) => values[name] !== undefined);
     if (local.length > 0) throw new Error(`--${local.join(', --')} cannot apply with --upstream: the upstreams serve the model`);
   } else if (!values.model) {
     throw new Error('--model DIR, --model org/name or --upstream URL is required');
@@ -70,6 +72,7 @@ export async function serve(argv: string[]): Promise<void> {
           model: values.model!,
           onProgress: progressPrinter(),
           dtype: dtypeOption(values.dtype),
+          modelFile: values['model-file'],
           threads: int(values.threads, 'threads'),
           maxBatchSize: int(values['max-batch-size'], 'max-batch-size'),
           ...own,
@@ -137,7 +140,11 @@ async function download(argv: string[]): Promise<void> {
     options: { dtype: { type: 'string' }, 'model-file': { type: 'string' } },
   });
   const id = positionals.length === 1 ? parseHubId(positionals[0]) : null;
-  if (!id) throw new Error(`download takes one Hub id, org/name or org/name@revision, got ${JSON.stringify(positionals.join(' '))}`);
+  if (!id) {
+    throw new Error(
+      `download takes one Hub id, org/name, org/name/folder or either @revision, got ${JSON.stringify(positionals.join(' '))}`,
+    );
+  }
   const dtype = dtypeOption(values.dtype);
   const { dir } = await resolveHubModel(id, { dtype, modelFile: values['model-file'], onProgress: progressPrinter() });
   console.log(dir);
