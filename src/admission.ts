@@ -12,14 +12,11 @@
 export interface Permit {
   /** Give the place back. Only the first call counts, so every exit path may call it. */
   release(): void;
-  readonly released: boolean;
 }
 
 export interface AdmissionOptions {
   /** Requests in flight (queued or generating) at most. */
   maxConcurrentRequests: number;
-  /** Called with the new count after every acquire and release, e.g. to set a gauge. */
-  onChange?: (inFlight: number) => void;
 }
 
 /**
@@ -33,12 +30,10 @@ export interface AdmissionOptions {
  */
 export class AdmissionController {
   #limit: number;
-  readonly #onChange: ((inFlight: number) => void) | undefined;
   #inFlight = 0;
 
   constructor(options: AdmissionOptions) {
     this.#limit = checkLimit(options.maxConcurrentRequests);
-    this.#onChange = options.onChange;
   }
 
   get limit(): number {
@@ -58,17 +53,12 @@ export class AdmissionController {
   tryAcquire(): Permit | null {
     if (this.#inFlight >= this.#limit) return null;
     this.#inFlight += 1;
-    this.#onChange?.(this.#inFlight);
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
         this.#inFlight -= 1;
-        this.#onChange?.(this.#inFlight);
-      },
-      get released() {
-        return released;
       },
     };
   }
@@ -114,10 +104,5 @@ export function acquireAll(controllers: readonly AdmissionController[]): Permit 
     }
     permits.push(permit);
   }
-  return {
-    release: () => permits.forEach((permit) => permit.release()),
-    get released() {
-      return permits.every((permit) => permit.released);
-    },
-  };
+  return { release: () => permits.forEach((permit) => permit.release()) };
 }

@@ -17,7 +17,6 @@ describe('AdmissionController', () => {
     const a = admission.tryAcquire() as Permit;
     const b = admission.tryAcquire() as Permit;
     a.release();
-    expect(a.released).toBe(true);
     expect(admission.inFlight).toBe(1);
     a.release();
     a.release();
@@ -27,18 +26,7 @@ describe('AdmissionController', () => {
     expect(admission.tryAcquire()).toBeNull();
     b.release();
     c.release();
-    expect(b.released && c.released).toBe(true);
     expect(admission.inFlight).toBe(0);
-  });
-
-  it('reports every change of the count, and nothing for a repeated release', () => {
-    const counts: number[] = [];
-    const admission = new AdmissionController({ maxConcurrentRequests: 1, onChange: (n) => counts.push(n) });
-    const permit = admission.tryAcquire() as Permit;
-    expect(admission.tryAcquire()).toBeNull();
-    permit.release();
-    permit.release();
-    expect(counts).toEqual([1, 0]);
   });
 
   it.each([0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '4' as unknown as number])(
@@ -74,7 +62,6 @@ describe('engineAdmission and acquireAll', () => {
     a?.release();
     a?.release();
     expect([mount.inFlight, shared.inFlight]).toEqual([0, 1]);
-    expect(a?.released).toBe(true);
     b?.release();
     expect([other.inFlight, shared.inFlight]).toEqual([0, 0]);
   });
