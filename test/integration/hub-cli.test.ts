@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFixtureModel } from '../../src/fixture/index.js';
 import { post } from '../conformance/http-client.js';
-import { FakeHub, filesOf } from '../support/hub-server.js';
+import { FakeHub, filesOf, hubEnv } from '../support/hub-server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const REPO = 'acme/tiny';
@@ -45,14 +45,7 @@ afterAll(async () => {
 
 /** The environment of a user whose Hugging Face cache is `cacheDir`, with no token. */
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    HF_ENDPOINT: hub.url,
-    HF_HUB_CACHE: cacheDir,
-    HF_TOKEN: '',
-    HF_TOKEN_PATH: join(cacheDir, 'no-token'),
-    ...extra,
-  };
+  return { ...process.env, ...hubEnv(hub, cacheDir), ...extra };
 }
 
 function start(args: string[], extra: Record<string, string> = {}) {

@@ -18,7 +18,7 @@ import { createInferenceHandler } from '../../src/http/handler.js';
 import { openModelDir } from '../../src/engine/model-dir.js';
 import { type HubSettings, parseHubId, resolveHubModel, resolveModelSource, type ResolveOptions } from '../../src/hub/index.js';
 import type { DownloadProgress, Engine } from '../../src/types.js';
-import { FakeHub, GRANTED_TOKEN, UNGRANTED_TOKEN, filesOf } from '../support/hub-server.js';
+import { FakeHub, GRANTED_TOKEN, HUB_ENV_KEYS, UNGRANTED_TOKEN, filesOf, hubEnv } from '../support/hub-server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const REPO = 'acme/tiny';
@@ -314,7 +314,7 @@ describe('two processes at once', () => {
 
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'download', REPO, '--dtype', 'q4'], {
       cwd: ROOT,
-      env: { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_CACHE: cacheDir, HF_TOKEN: '', HF_TOKEN_PATH: join(cacheDir, 'no-token') },
+      env: { ...process.env, ...hubEnv(hub, cacheDir) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -337,7 +337,7 @@ describe('two processes at once', () => {
 describe('the engine', () => {
   const saved = { ...process.env };
   afterEach(() => {
-    for (const key of ['HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_TOKEN', 'HF_TOKEN_PATH', 'HF_HUB_OFFLINE']) {
+    for (const key of HUB_ENV_KEYS) {
       if (saved[key] === undefined) delete process.env[key];
       else process.env[key] = saved[key];
     }
@@ -352,7 +352,7 @@ describe('the engine', () => {
   }
 
   it('generates from a model given by id, as from the same files in a directory; /health is 503 while it downloads', async () => {
-    Object.assign(process.env, { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cacheDir, HF_TOKEN: '', HF_TOKEN_PATH: join(cacheDir, 'no-token') });
+    Object.assign(process.env, hubEnv(hub, cacheDir));
     let release!: () => void;
     hub.fault(REPO, 'onnx/model_q4.onnx', { holdAfter: 100_000, release: new Promise<void>((r) => (release = r)) });
     const progress: DownloadProgress[] = [];

@@ -86,6 +86,36 @@ export async function filesOf(dir: string): Promise<Record<string, Buffer>> {
   return out;
 }
 
+/** The variables through which the environment reaches `src/hub`'s settings, huggingface_hub's older names included. */
+export const HUB_ENV_KEYS = [
+  'HF_ENDPOINT',
+  'HF_HUB_CACHE',
+  'HUGGINGFACE_HUB_CACHE',
+  'HF_TOKEN',
+  'HUGGING_FACE_HUB_TOKEN',
+  'HF_TOKEN_PATH',
+  'HF_HUB_OFFLINE',
+  'TRANSFORMERS_OFFLINE',
+] as const;
+
+/**
+ * The Hub variables of a user of `hub` whose cache is `cacheDir`, with no token and online, whatever
+ * the machine running the tests has set (a developer's HF_TOKEN or TRANSFORMERS_OFFLINE would
+ * otherwise reach the stand-in, or keep it from being asked).
+ */
+export function hubEnv(hub: FakeHub, cacheDir: string): Record<(typeof HUB_ENV_KEYS)[number], string> {
+  return {
+    HF_ENDPOINT: hub.url,
+    HF_HUB_CACHE: cacheDir,
+    HUGGINGFACE_HUB_CACHE: cacheDir,
+    HF_TOKEN: '',
+    HUGGING_FACE_HUB_TOKEN: '',
+    HF_TOKEN_PATH: `${cacheDir}/no-token`,
+    HF_HUB_OFFLINE: '0',
+    TRANSFORMERS_OFFLINE: '0',
+  };
+}
+
 export class FakeHub {
   readonly requests: LoggedRequest[] = [];
   private readonly repos = new Map<string, Repo>();

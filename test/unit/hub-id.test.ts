@@ -1,9 +1,10 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatHubId, parseHubId } from '../../src/hub/hub-id.js';
 import { hubSettings } from '../../src/hub/settings.js';
+import { HUB_ENV_KEYS } from '../support/hub-server.js';
 
 describe('parseHubId', () => {
   it('reads org/name with an optional @revision', () => {
@@ -53,23 +54,18 @@ describe('parseHubId', () => {
 describe('hubSettings', () => {
   const saved = { ...process.env };
   afterEach(() => {
-    for (const key of [
-      'HF_ENDPOINT',
-      'HF_TOKEN',
-      'HUGGING_FACE_HUB_TOKEN',
-      'HF_HUB_CACHE',
-      'HF_HOME',
-      'HF_HUB_OFFLINE',
-      'TRANSFORMERS_OFFLINE',
-      'HF_TOKEN_PATH',
-    ]) {
+    for (const key of [...HUB_ENV_KEYS, 'HF_HOME', 'XDG_CACHE_HOME']) {
       if (saved[key] === undefined) delete process.env[key];
       else process.env[key] = saved[key];
     }
   });
 
+  // Whatever the machine running the tests has set does not count.
+  beforeEach(() => {
+    for (const key of [...HUB_ENV_KEYS, 'HF_HOME', 'XDG_CACHE_HOME']) delete process.env[key];
+  });
+
   it('reads the environment as huggingface_hub does', () => {
-    delete process.env.HF_HUB_CACHE;
     Object.assign(process.env, {
       HF_ENDPOINT: 'http://mirror.local:8080/',
       HF_TOKEN: 'hf_abc',
