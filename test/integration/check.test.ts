@@ -30,6 +30,20 @@ describe('streaming-inference check', () => {
     expect(lines.join('\n')).toMatch(/column-positions → anchored layout/);
   });
 
+  it('finds batched tokens equal to solo ones on a GroupQueryAttention graph fed position_ids (rotary outside the op)', async () => {
+    const lines: string[] = [];
+    const report = await checkModel(
+      { model: await ensureFixtureModel('tiny', { attention: 'gqa', positions: 'ids' }) },
+      (l) => lines.push(l),
+      8,
+    );
+    const text = lines.join('\n');
+    expect(report.mismatches).toEqual([null, null, null]);
+    expect(text).toMatch(/^Inputs     input_ids, attention_mask, position_ids, past_key_values/m);
+    expect(text).toMatch(/RotaryEmbedding ×4, GroupQueryAttention ×2/);
+    expect(text).toMatch(/Attention  group-query → right layout/);
+  });
+
   it('says which file it chose unasked and why a q8 export runs one row per pass', async () => {
     const lines: string[] = [];
     const report = await checkModel({ model: await ensureFixtureModel('tiny', { weights: 'q8' }) }, (l) => lines.push(l), 4);

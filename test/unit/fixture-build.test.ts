@@ -109,11 +109,11 @@ describe('fixture CLI', () => {
     expect(await main(['--size', 'tiny'], (l) => lines.push(l))).toBe(2);
     lines.length = 0;
     expect(await main(['--out', join(root, 'x'), '--weights', 'int3'], (l) => lines.push(l))).toBe(2);
-    expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--positions', 'ids'], (l) => lines.push(l))).toBe(2);
+    expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--positions', 'column'], (l) => lines.push(l))).toBe(2);
     expect(await main(['--out', join(root, 'x'), '--attention', 'gqa', '--logits-to-keep'], (l) => lines.push(l))).toBe(2);
     expect(lines.map((l) => l.split('\n')[0])).toEqual([
       'unknown weights "int3" (expected fp32, fp16, q4, q8)',
-      'positions does not apply to attention "gqa": GroupQueryAttention takes positions from attention_mask',
+      'positions "column" does not apply to attention "gqa": GroupQueryAttention takes positions from attention_mask, or from position_ids ("ids")',
       'logitsToKeep does not apply to attention "gqa": onnxruntime-genai\'s builder writes no num_logits_to_keep input',
     ]);
     await expect(ensureFixtureModel('tiny', { dir: root, positions: 'rows' as 'ids' })).rejects.toThrow(

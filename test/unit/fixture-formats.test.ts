@@ -118,11 +118,29 @@ describe('GroupQueryAttention fixture', () => {
     expect(cos.dims).toEqual([maxPositions, headDim / 2]);
   });
 
-  it('computes what the plain graph of the same seed computes, prefill and decode steps', async () => {
+  it.each([
+    { layout: 'fused rotary', variant: { attention: 'gqa' as const } },
+    { layout: 'RotaryEmbedding from position_ids', variant: { attention: 'gqa' as const, positions: 'ids' as const } },
+  ])('$layout: computes what the plain graph of the same seed computes, prefill and decode steps', async ({ variant }) => {
     const plain = await (await Model.open({})).cachedGreedy(PROMPT, STEPS);
-    const gqa = await (await Model.open({ attention: 'gqa' })).cachedGreedy(PROMPT, STEPS);
+    const gqa = await (await Model.open(variant)).cachedGreedy(PROMPT, STEPS);
     expect(gqa.ids).toEqual(plain.ids);
     for (let s = 0; s <= STEPS; s++) expect(maxAbsDiff(gqa.logits[s], plain.logits[s]), `step ${s}`).toBeLessThan(1e-4);
+  });
+
+  it('with position_ids, has the graph genai writes when it cannot fuse the rotary: RotaryEmbedding on Q and K, do_rotary 0', async () => {
+    const { session } = await Model.open({ attention: 'gqa', positions: 'ids' });
+    expect(session.inputNames.slice(0, 3)).toEqual(['input_ids', 'attention_mask', 'position_ids']);
+    const graph = buildFixtureGraph(resolveFixtureOptions({ out: '', attention: 'gqa', positions: 'ids' }));
+    const rotary = graph.nodes.filter((n) => n.opType === 'RotaryEmbedding');
+    expect(rotary).toHaveLength(2 * layers);
+    for (const node of rotary)
+      expect([node.domain, node.inputs.slice(1)]).toEqual(['com.microsoft', ['position_ids', 'cos_cache', 'sin_cache']]);
+    const attention = graph.nodes.filter((n) => n.opType === 'GroupQueryAttention');
+    for (const node of attention) {
+      expect(node.attributes).toMatchObject({ do_rotary: 0 });
+      expect(node.inputs).toHaveLength(7);
+    }
   });
 });
 
@@ -131,6 +149,7 @@ const FAMILIES: Array<{ family: string; variant: Omit<FixtureOptions, 'out' | 's
   { family: 'plain, positions from the mask', variant: { positions: 'mask' } },
   { family: 'plain, positions from the column', variant: { positions: 'column' } },
   { family: 'GroupQueryAttention', variant: { attention: 'gqa' } },
+  { family: 'GroupQueryAttention, rotary from position_ids', variant: { attention: 'gqa', positions: 'ids' } },
 ];
 
 /**
