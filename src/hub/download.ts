@@ -54,11 +54,12 @@ export async function cacheFile(file: RemoteFile, ctx: DownloadContext): Promise
 }
 
 /**
- * `@huggingface/hub`'s `downloadFileToCacheDir` writes `<blob>.incomplete` and renames it, but
- * starts over after an interruption, checks no hash, takes no lock and reports no progress; its
- * `WebBlob.slice()` sends a Range header without checking the server honoured it. So the transfer
- * is here: Range requests from the bytes on disk, and the file's sha256 (or git sha1) checked before
- * the rename, so a partial or corrupt file never becomes a blob.
+ * `@huggingface/hub`'s `downloadFileToCacheDir` (2.17) writes `<blob>.incomplete` and renames it,
+ * but starts over after an interruption, checks no hash, takes no lock, reports no progress, and
+ * for a branch names the snapshot folder after the file's last commit rather than the branch's
+ * head as huggingface_hub does; `snapshotDownload` fetches every file of the repository. So the
+ * transfer is here: Range requests from the bytes on disk, and the file's sha256 (or git sha1)
+ * checked before the rename, so a partial or corrupt file never becomes a blob.
  */
 async function download(file: RemoteFile, partial: string, ctx: DownloadContext): Promise<void> {
   const transfer = new Transfer(file, partial, ctx);

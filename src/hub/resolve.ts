@@ -61,7 +61,12 @@ export async function resolveHubModel(id: HubModelId, options: ResolveOptions = 
       if (!(await cache.has(commit, file.path, file.size))) missing.push(file);
     }
     for (const file of missing) if (!(await cache.hasBlob(file.oid, file.size))) meter.expect(file.size);
-    for (const file of missing) await cacheFile(file, { cache, commit, settings, target, meter });
+    for (const file of missing) {
+      // A file-system failure outside the transfer (the snapshot's folder or link) names the file too.
+      await cacheFile(file, { cache, commit, settings, target, meter }).catch((error: unknown) => {
+        throw hubFailure(error, { ...target, file: file.path });
+      });
+    }
   };
   // The configs the plan reads first, then the rest in one go, so the progress counts up once.
   await ensure(PLAN_CONFIG_FILES.filter((path) => files.has(path)));

@@ -285,6 +285,13 @@ describe('bad input', () => {
     expect(await readdir(cacheDir)).toEqual([]);
   });
 
+  it('a snapshot entry that cannot be written: names the repository and the file', async () => {
+    // Something that is not a file where the link goes (a folder someone made by hand).
+    await mkdir(join(cacheDir, 'models--acme--tiny', 'snapshots', commit, 'config.json'), { recursive: true });
+    const error = await failure(load(REPO, { dtype: 'q4' }));
+    expect(error.message).toMatch(/^config\.json of acme\/tiny@main: .*config\.json/);
+  });
+
   it('a token the Hub does not know: says so, rather than that the repository is missing or gated', async () => {
     const error = await failure(load(REPO, {}, { token: 'hf_revoked' }));
     expect(error.message).toMatch(
