@@ -191,12 +191,10 @@ describe('chunked prefill', () => {
       let streamed = 0;
       let duringPrefill = -1;
       const controller = new AbortController();
-      let submitted = false;
+      let submit = () => {};
+      const submitted = new Promise<void>((resolve) => (submit = resolve));
       const long = (async () => {
-        await new Promise<void>((resolve) => {
-          const wait = () => (submitted ? resolve() : setTimeout(wait, 1));
-          wait();
-        });
+        await submitted;
         const startedAt = streamed;
         for await (const _ of chunked.generate(
           { inputs: longPrompt, parameters: { max_new_tokens: 2, do_sample: false } },
@@ -207,7 +205,7 @@ describe('chunked prefill', () => {
       })();
       for await (const _ of chunked.generate({ inputs: 'Keep going', parameters: { max_new_tokens: 400, do_sample: false } })) {
         streamed += 1;
-        if (streamed === 5) submitted = true;
+        if (streamed === 5) submit();
       }
       await long;
       // Over 20 chunks of 8 tokens: without chunking the stream would get no token meanwhile.
@@ -216,7 +214,11 @@ describe('chunked prefill', () => {
       // Cancelled in the middle of its chunks, the long prompt leaves no row behind.
       const cancelled = chunked.generate({ inputs: longPrompt, parameters: { max_new_tokens: 50 } }, { signal: controller.signal });
       await cancelled.accepted;
-      setTimeout(() => controller.abort(), 5);
+      // Nothing else runs: the first pass reported is its first chunk, and many more would follow.
+      const unsubscribe = chunked.onForwardPass(() => {
+        unsubscribe();
+        controller.abort();
+      });
       await expect(
         (async () => {
           for await (const _ of cancelled);
