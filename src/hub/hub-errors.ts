@@ -40,7 +40,8 @@ export function hubFailure(error: unknown, target: HubTarget): ModelLoadError {
   if (error instanceof HubApiError) {
     const detail = hubMessage(error);
     // The Hub answers 401 to a token it does not know, and, without a token, to a repository that
-    // does not exist as to a private one (it does not say which); only a gated one says it is gated.
+    // does not exist as to a private one (it does not say which: "Repository not found", or
+    // "Invalid username or password." from older resolve URLs); only a gated one says it is gated.
     if (error.statusCode === 401 && /invalid credentials/i.test(detail)) {
       return new ModelLoadError(
         `${what}: the Hub refused the token (401: ${detail}). Check HF_TOKEN, or the token \`huggingface-cli login\` saved ` +
@@ -48,7 +49,7 @@ export function hubFailure(error: unknown, target: HubTarget): ModelLoadError {
         error,
       );
     }
-    if (error.statusCode === 401 && /repository not found/i.test(detail)) {
+    if (error.statusCode === 401 && /repository not found|invalid username or password/i.test(detail)) {
       return new ModelLoadError(
         `${what} not found at ${endpoint} (401: ${detail}). Check the id; if it is a private repository, set HF_TOKEN ` +
           'to a token with access.' +
