@@ -87,6 +87,12 @@ function where(id: HubModelId): string {
   return `${id.repo}@${id.revision}${id.subfolder ? `/${id.subfolder}` : ''}`;
 }
 
+/** Paths of the repository inside the id's folder, relative to it (all of them, without a folder). */
+function inFolder(id: HubModelId, paths: Iterable<string>): Array<{ path: string; inside: string }> {
+  const prefix = id.subfolder ? `${id.subfolder}/` : '';
+  return [...paths].filter((path) => path.startsWith(prefix)).map((path) => ({ path, inside: path.slice(prefix.length) }));
+}
+
 function modelDir(cache: RepoCache, commit: string, id: HubModelId): string {
   return id.subfolder ? cache.snapshotPath(commit, id.subfolder) : cache.snapshotDir(commit);
 }
@@ -97,9 +103,7 @@ function modelDir(cache: RepoCache, commit: string, id: HubModelId): string {
  * repositories such as microsoft/Phi-3.5-mini-instruct-onnx keep one per variant and none at the root.
  */
 function modelFiles(id: HubModelId, listing: Map<string, RemoteFile>): Map<string, RemoteFile> {
-  const prefix = id.subfolder ? `${id.subfolder}/` : '';
-  const files = new Map<string, RemoteFile>();
-  for (const [path, file] of listing) if (path.startsWith(prefix)) files.set(path.slice(prefix.length), file);
+  const files = new Map(inFolder(id, listing.keys()).map(({ path, inside }) => [inside, listing.get(path)!]));
   if (PLAN_CONFIG_FILES.some((path) => files.has(path))) return files;
   const folders = [...listing.keys()]
     .filter((path) => PLAN_CONFIG_FILES.includes(posix.basename(path)) && path.includes('/'))
@@ -108,7 +112,7 @@ function modelFiles(id: HubModelId, listing: Map<string, RemoteFile>): Map<strin
   const what = id.subfolder
     ? files.size === 0
       ? `${id.repo}@${id.revision} has no folder ${id.subfolder}`
-      : `${id.repo}@${id.revision}/${id.subfolder} has neither config.json nor genai_config.json`
+      : `${where(id)} has neither config.json nor genai_config.json`
     : `${id.repo}@${id.revision} has neither config.json nor genai_config.json at its root`;
   if (models.length === 0) throw new ModelLoadError(`${what}: it holds no model in the Hugging Face layout`);
   const example = formatHubId({ ...id, subfolder: models[0] });
@@ -149,10 +153,7 @@ async function readConfigs(dir: string): Promise<ModelConfigFiles> {
 /** The cached snapshot as it is; the plan says which dtypes it has when the one asked for is not there. */
 async function fromCache(id: HubModelId, cache: RepoCache, options: ResolveOptions, reason: string): Promise<ResolvedHubModel> {
   const commit = isCommitHash(id.revision) ? id.revision : await cache.readRef(id.revision);
-  const prefix = id.subfolder ? `${id.subfolder}/` : '';
-  const cached = (commit ? await cache.snapshotFiles(commit) : [])
-    .filter((path) => path.startsWith(prefix))
-    .map((path) => path.slice(prefix.length));
+  const cached = inFolder(id, commit ? await cache.snapshotFiles(commit) : []).map(({ inside }) => inside);
   if (!commit || cached.length === 0) {
     throw new ModelLoadError(
       `${reason}, and ${where(id)} is not in the Hugging Face cache ${cache.cacheDir}. ` +
