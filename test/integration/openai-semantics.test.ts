@@ -190,6 +190,77 @@ describe('stop strings on the OpenAI routes (openai SDK)', () => {
   });
 });
 
+describe('more stop strings on the OpenAI routes (openai SDK)', () => {
+  interface Answer {
+    text: string;
+    finish: string | null;
+    usage: OpenAI.CompletionUsage | null | undefined;
+  }
+
+  /** One greedy answer, whole or streamed with the usage chunk; a stream checks every chunk is a prefix of `expected`. */
+  async function answer(route: 'chat' | 'completions', stop: string | string[], stream: boolean, expected?: string): Promise<Answer> {
+    const openai = client(servers.tiny);
+    const common = { model: 'tiny', max_tokens: N, temperature: 0, stop };
+    if (!stream) {
+      if (route === 'chat') {
+        const c = await openai.chat.completions.create({ ...common, messages: MESSAGES });
+        return { text: c.choices[0].message.content ?? '', finish: c.choices[0].finish_reason, usage: c.usage };
+      }
+      const c = await openai.completions.create({ ...common, prompt: PROMPT });
+      return { text: c.choices[0].text, finish: c.choices[0].finish_reason, usage: c.usage };
+    }
+    const streamed: Answer = { text: '', finish: null, usage: null };
+    const add = (piece: string | null | undefined, finish: string | null | undefined, usage: OpenAI.CompletionUsage | null | undefined) => {
+      streamed.text += piece ?? '';
+      if (expected !== undefined) expect(expected.startsWith(streamed.text)).toBe(true);
+      streamed.finish = finish ?? streamed.finish;
+      streamed.usage = usage ?? streamed.usage;
+    };
+    const options = { stream: true as const, stream_options: { include_usage: true } };
+    if (route === 'chat') {
+      for await (const chunk of await openai.chat.completions.create({ ...common, ...options, messages: MESSAGES })) {
+        add(chunk.choices[0]?.delta.content, chunk.choices[0]?.finish_reason, chunk.usage);
+      }
+    } else {
+      for await (const chunk of await openai.completions.create({ ...common, ...options, prompt: PROMPT })) {
+        add(chunk.choices[0]?.text, chunk.choices[0]?.finish_reason, chunk.usage);
+      }
+    }
+    return streamed;
+  }
+
+  for (const route of ['chat', 'completions'] as const) {
+    it(`${route}: a stop string at the very first token leaves nothing, stream and whole, one token counted`, async () => {
+      const [first] = await greedyPieces(servers.tiny, route);
+      for (const stop of [first, first.slice(0, 1)]) {
+        const whole = await answer(route, stop, false);
+        const streamed = await answer(route, [stop], true, '');
+        expect([whole.text, whole.finish, streamed.text, streamed.finish]).toEqual(['', 'stop', '', 'stop']);
+        expect(streamed.usage).toEqual(whole.usage);
+        expect(whole.usage?.completion_tokens).toBe(1);
+      }
+    });
+
+    it(`${route}: of several stop strings the first to occur cuts the text, wherever it is in the list`, async () => {
+      const pieces = await greedyPieces(servers.tiny, route);
+      const { stop, before, full } = spanningStop(pieces);
+      // A later one: a piece of the text that first occurs after the spanning stop string has ended.
+      const later = pieces.find((piece) => full.indexOf(piece) >= before.length + stop.length);
+      if (later === undefined) throw new Error(`no piece of ${JSON.stringify(pieces)} occurs first after ${JSON.stringify(stop)}`);
+      for (const stops of [
+        ['\u0007', stop, later],
+        [later, stop],
+      ]) {
+        const whole = await answer(route, stops, false);
+        const streamed = await answer(route, stops, true, before);
+        expect([whole.text, whole.finish, streamed.text, streamed.finish]).toEqual([before, 'stop', before, 'stop']);
+        expect(streamed.usage).toEqual(whole.usage);
+        expect(whole.usage?.total_tokens).toBe(whole.usage!.prompt_tokens + whole.usage!.completion_tokens);
+      }
+    });
+  }
+});
+
 describe("the model's generation_config.json on the OpenAI routes", () => {
   async function chatContents(server: RunningServer, extra: Record<string, unknown> = {}): Promise<string[]> {
     return Promise.all(
