@@ -1,6 +1,7 @@
 /**
- * Real servers for the integration tests: each framework variant (Express 4 and 5, Koa 2 and 3)
- * with our middleware mounted at the root, under a prefix, or (Koa) under koa-mount, on
+ * Real servers for the integration tests: each framework variant (Express 4 and 5, Koa 2 and 3, and
+ * bare node:http with `createInferenceHandler`, as the CLI serves) with our middleware mounted at
+ * the root, under a prefix, or (Koa) under koa-mount, on
  * 127.0.0.1 port 0. Every host app also has routes and middleware of its own, so a test can check
  * that mounting us leaves them working and that paths we do not own fall through to the host.
  */
@@ -13,9 +14,10 @@ import Koa2 from 'koa2';
 import mount from 'koa-mount';
 import { streamingInference as expressInference } from '../../adapters/express.js';
 import { streamingInference as koaInference } from '../../adapters/koa.js';
-import type { InferenceHandler, StreamingInferenceOptions } from '../../src/http/index.js';
+import { createInferenceHandler, type InferenceHandler, type StreamingInferenceOptions } from '../../src/http/index.js';
 
-export type Framework = 'express4' | 'express5' | 'koa2' | 'koa3';
+/** `node`: a node:http server that asks `handler.matches()` and answers the rest itself. */
+export type Framework = 'express4' | 'express5' | 'koa2' | 'koa3' | 'node';
 /** `prefix`: Express `app.use('/llm', mw)` or the Koa adapter's `prefix`; `koa-mount`: `mount('/llm', mw)`. */
 export type MountStyle = 'root' | 'prefix' | 'koa-mount';
 
@@ -36,6 +38,8 @@ export const SERVER_VARIANTS: readonly ServerVariant[] = [
   { framework: 'koa3', mount: 'root' },
   { framework: 'koa3', mount: 'prefix' },
   { framework: 'koa3', mount: 'koa-mount' },
+  { framework: 'node', mount: 'root' },
+  { framework: 'node', mount: 'prefix' },
 ];
 
 export const MOUNT_PATH = '/llm';
@@ -81,9 +85,12 @@ export async function startServer(
   options: StreamingInferenceOptions,
   start: StartOptions = {},
 ): Promise<RunningServer> {
-  const { listener, handler } = variant.framework.startsWith('express')
-    ? expressApp(variant, options, start.before ?? [])
-    : koaApp(variant, options, start.before ?? []);
+  const { listener, handler } =
+    variant.framework === 'node'
+      ? nodeApp(variant, options)
+      : variant.framework.startsWith('express')
+        ? expressApp(variant, options, start.before ?? [])
+        : koaApp(variant, options, start.before ?? []);
   const server = createServer(listener);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -138,6 +145,24 @@ function koaApp(variant: ServerVariant, options: StreamingInferenceOptions, befo
     ctx.body = HOST.notFoundBody;
   });
   return { listener: app.callback() as RequestListener, handler: middleware.handler };
+}
+
+/** The core handler on node:http, with the same host header, host route and host 404 as the framework apps. */
+function nodeApp(variant: ServerVariant, options: StreamingInferenceOptions) {
+  const handler = createInferenceHandler(options);
+  const listener: RequestListener = (req, res) => {
+    res.setHeader(HOST.header, variant.framework);
+    const url = req.url ?? '/';
+    const under = url === MOUNT_PATH || url.startsWith(`${MOUNT_PATH}/`) || url.startsWith(`${MOUNT_PATH}?`);
+    const ours = variant.mount === 'root' ? url : under ? url.slice(MOUNT_PATH.length) || '/' : null;
+    if (ours !== null && handler.matches(ours)) return void handler.handle(req, res, ours);
+    if (req.method === 'GET' && url === HOST.routePath) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ host: variant.framework }));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end(HOST.notFoundBody);
+  };
+  return { listener, handler };
 }
 
 /** Stops accepting, drops idle keep-alive sockets, and closes the engine if the handler owns it. */
