@@ -20,6 +20,13 @@ interface Variant {
    * but 4-bit, fp16 and dynamically quantized int8 arithmetic does.
    */
   logprobs: number;
+  /**
+   * False where a joined row's arithmetic differs from its solo run by more than the order of the
+   * sums: a column-position graph in fp16 rotates a row that joins at column c by angles c + i
+   * computed and rounded in fp16, not by i, so a sampled token near a boundary of the CDF can flip
+   * (greedy tokens still match). Real fp16 exports converted node by node round the same way.
+   */
+  seededExact?: false;
 }
 
 const VARIANTS: Variant[] = [
@@ -45,6 +52,60 @@ const VARIANTS: Variant[] = [
     layout: 'right',
     logprobs: 2e-2,
   },
+  {
+    name: 'positions from the mask, q4',
+    fixture: { positions: 'mask', weights: 'q4' },
+    options: { dtype: 'q4' },
+    layout: 'left',
+    logprobs: 1e-1,
+  },
+  {
+    name: 'positions from the mask, q8',
+    fixture: { positions: 'mask', weights: 'q8' },
+    options: { dtype: 'q8' },
+    layout: 'left',
+    logprobs: 5e-1,
+  },
+  {
+    name: 'positions from the mask, fp16',
+    fixture: { positions: 'mask', weights: 'fp16' },
+    options: { dtype: 'fp16' },
+    layout: 'left',
+    logprobs: 2e-2,
+  },
+  {
+    name: 'positions from the column, q4',
+    fixture: { positions: 'column', weights: 'q4' },
+    options: { dtype: 'q4' },
+    layout: 'anchored',
+    logprobs: 1e-1,
+  },
+  {
+    name: 'positions from the column, q8',
+    fixture: { positions: 'column', weights: 'q8' },
+    options: { dtype: 'q8' },
+    layout: 'anchored',
+    logprobs: 5e-1,
+  },
+  {
+    name: 'positions from the column, fp16',
+    fixture: { positions: 'column', weights: 'fp16' },
+    options: { dtype: 'fp16' },
+    layout: 'anchored',
+    logprobs: 2e-2,
+    seededExact: false,
+  },
+  {
+    name: 'GroupQueryAttention, q8',
+    fixture: { attention: 'gqa', weights: 'q8' },
+    options: { dtype: 'q8' },
+    layout: 'right',
+    logprobs: 5e-1,
+  },
+  // The builder's graph for models whose rotary it cannot fuse: the op takes rotated keys, positions come as position_ids.
+  { name: 'GroupQueryAttention, position_ids', fixture: { attention: 'gqa', positions: 'ids' }, layout: 'right', logprobs: 1e-4 },
+  // transformers.js' num_logits_to_keep input: 1 while sampling, 0 (every position) for prompt logprobs.
+  { name: 'Optimum, num_logits_to_keep', fixture: { logitsToKeep: true }, layout: 'left', logprobs: 1e-4 },
 ];
 
 let engine: Engine;
@@ -109,7 +170,7 @@ async function endOf(target: Engine, inputs: string, parameters: GenerateParamet
   return last as Extract<GenerationEvent, { type: 'end' }>;
 }
 
-describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layout, logprobs: tolerance }) => {
+describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layout, logprobs: tolerance, seededExact }) => {
   let model: string;
   beforeAll(async () => {
     model = await ensureFixtureModel('tiny', fixture);
@@ -140,16 +201,17 @@ describe.each(VARIANTS)('continuous batching: $name', ({ fixture, options, layou
     });
   });
 
-  it('gives every seeded sample the tokens it gets alone', async () => {
-    const jobs = JOBS.map((j, i) => ({
-      ...j,
-      parameters: { ...j.parameters, do_sample: true, temperature: 1.3, top_k: 50, seed: 100 + i },
-    }));
-    const alone: Array<{ ids: number[]; logprobs: number[] }> = [];
-    for (const job of jobs) alone.push(await tokens(job.inputs, job.parameters));
-    const together = await staggered(jobs);
-    together.forEach((result, i) => expect(result.ids).toEqual(alone[i].ids));
-  });
+  if (seededExact !== false)
+    it('gives every seeded sample the tokens it gets alone', async () => {
+      const jobs = JOBS.map((j, i) => ({
+        ...j,
+        parameters: { ...j.parameters, do_sample: true, temperature: 1.3, top_k: 50, seed: 100 + i },
+      }));
+      const alone: Array<{ ids: number[]; logprobs: number[] }> = [];
+      for (const job of jobs) alone.push(await tokens(job.inputs, job.parameters));
+      const together = await staggered(jobs);
+      together.forEach((result, i) => expect(result.ids).toEqual(alone[i].ids));
+    });
 
   it('leaves the other rows unchanged when one is cancelled mid-batch', async () => {
     const params = { max_new_tokens: 30, do_sample: false };
