@@ -1,10 +1,12 @@
 import type { ServerResponse } from 'node:http';
 import { validateParameters } from '../params.js';
 import { parseTgiGenerateBody, tgiTokenizeResponse } from '../protocol/tgi.js';
+import packageJson from '../../package.json' with { type: 'json' };
 import type { HandlerContext } from './context.js';
 import { sendJson } from './respond.js';
 
-const VERSION = '0.1.0';
+/** The release's own number: the build inlines package.json, so `/info` cannot drift from it. */
+const VERSION: string = packageJson.version;
 
 /** TGI's `Info` (protocol.md §1.7), plus the live admission count: engine-wide figures, whichever mount answers. */
 export function serveInfo(ctx: HandlerContext, res: ServerResponse): void {

@@ -2,9 +2,12 @@
  * Conformance audits of TGI's routes (protocol.md §1): `/generate`, `/generate_stream`, `POST /`,
  * `/tokenize`, `/info`, `/health`, `/metrics`.
  */
+import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { GREEDY, N, PROMPT, TGI_TOKEN_KEYS, expectSseHeaders, type AuditContext } from './audit-kit.js';
 import { frameJson, getJson, post, postForJson, readSse } from './http-client.js';
+
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export function tgiAudits({ url, opts, reference }: AuditContext): void {
   it('POST /generate answers JSON with generated_text only, and TGI timing headers', async () => {
@@ -108,7 +111,8 @@ export function tgiAudits({ url, opts, reference }: AuditContext): void {
       max_concurrent_requests: opts.maxConcurrentRequests,
       in_flight_requests: 0,
     });
-    for (const key of ['model_sha', 'model_pipeline_tag', 'router', 'version', 'sha', 'docker_label']) expect(info).toHaveProperty(key);
+    for (const key of ['model_sha', 'model_pipeline_tag', 'router', 'sha', 'docker_label']) expect(info).toHaveProperty(key);
+    expect(info.version).toBe(PACKAGE_VERSION);
     for (const key of [
       'max_best_of',
       'max_stop_sequences',
