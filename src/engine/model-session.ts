@@ -52,6 +52,16 @@ export interface ForwardOutputs {
 }
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
+
+/** The graph's family as a refusal names it; plain graphs without position_ids are told apart by a probe, later. */
+const FAMILY_LABELS: Record<AttentionFamily | 'probe', string> = {
+  'group-query': 'GroupQueryAttention graph',
+  'multi-head': 'MultiHeadAttention graph',
+  'position-ids': 'plain-ops graph with position_ids',
+  'mask-positions': 'plain-ops graph, positions from the mask',
+  'column-positions': 'plain-ops graph, positions from the column',
+  probe: 'plain-ops graph without position_ids',
+};
 const LOGITS_TO_KEEP = ['num_logits_to_keep', 'logits_to_keep'];
 const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', ...LOGITS_TO_KEEP]);
 
@@ -77,6 +87,7 @@ export class ModelSession {
     private readonly session: ort.InferenceSession,
     file: string,
     config: ModelConfig,
+    opTypes: ReadonlySet<string>,
   ) {
     const inputs = session.inputMetadata.filter(isTensorMeta);
     const outputs = new Set(session.outputNames);
@@ -84,14 +95,24 @@ export class ModelSession {
     if (config.isEncoderDecoder || inputs.some((m) => m.name === 'encoder_hidden_states')) {
       throw new ModelLoadError(`${file} is an encoder-decoder model: only decoder-only models are supported`);
     }
+    // Each refusal names the family read from the graph, so a user knows which exporter's convention it missed.
+    const graph = `${file} (${FAMILY_LABELS[attentionFamilyFromGraph(opTypes, session.inputNames)]})`;
     if (past.length === 0) {
+      const cacheLike = inputs.map((m) => m.name).filter((name) => /past|cache/i.test(name));
       throw new ModelLoadError(
-        `${file} has no past_key_values.N.key/value inputs: export it with a KV cache (optimum-cli export onnx --task text-generation-with-past)`,
+        cacheLike.length > 0
+          ? `${graph} names its cache inputs ${cacheLike.slice(0, 4).join(', ')}${cacheLike.length > 4 ? ', ...' : ''}: this engine feeds ` +
+              'past_key_values.N.key/value and reads present.N.key/value, the names Optimum and onnxruntime-genai write'
+          : `${graph} has no past_key_values.N.key/value inputs: export it with a KV cache (optimum-cli export onnx --task text-generation-with-past)`,
       );
     }
     const unknown = inputs.map((m) => m.name).filter((n) => !KNOWN_INPUTS.has(n) && !PAST.test(n));
-    if (unknown.length > 0) throw new ModelLoadError(`${file} has inputs this engine cannot feed: ${unknown.join(', ')}`);
-    if (!outputs.has('logits')) throw new ModelLoadError(`${file} has no "logits" output`);
+    if (unknown.length > 0) {
+      throw new ModelLoadError(
+        `${graph} has inputs this engine cannot feed: ${unknown.join(', ')} (it feeds ${[...KNOWN_INPUTS].join(', ')} and past_key_values.N.key/value)`,
+      );
+    }
+    if (!outputs.has('logits')) throw new ModelLoadError(`${graph} has no "logits" output`);
 
     const layers = past.length / 2;
     this.pastNames = [];
@@ -101,7 +122,7 @@ export class ModelSession {
         const name = `past_key_values.${i}.${kind}`;
         const presentName = `present.${i}.${kind}`;
         if (!past.some((m) => m.name === name) || !outputs.has(presentName)) {
-          throw new ModelLoadError(`${file} lacks ${name} or ${presentName}: expected the Optimum KV-cache layout`);
+          throw new ModelLoadError(`${graph} lacks ${name} or ${presentName}: expected the Optimum KV-cache layout`);
         }
         this.pastNames.push(name);
         this.presentNames.push(presentName);
@@ -137,7 +158,7 @@ export class ModelSession {
     } catch (error) {
       throw new ModelLoadError(`${file} could not be loaded by ONNX Runtime: ${(error as Error).message}`, error);
     }
-    const model = new ModelSession(session, file, config);
+    const model = new ModelSession(session, file, config, opTypes);
     const family = attentionFamilyFromGraph(opTypes, session.inputNames);
     const plan = planFor(family === 'probe' ? await model.probePositions() : family);
     model.attention = { ...plan, inPlace: plan.layout === 'right' && (await model.probeInPlace()) };

@@ -239,29 +239,51 @@ describe('bad model directories', () => {
     await expect(createEngine({ model: copy })).rejects.toThrow(/model\.onnx is not an ONNX model/);
   });
 
-  it('refuses a model without KV-cache inputs, naming the file', async () => {
-    const copy = join(dir, 'no-past');
+  /** logits = Unsqueeze(Cast(input_ids)), a valid graph, declaring `extraInputs` (float, unused) beside input_ids. */
+  async function graphWithInputs(name: string, extraInputs: string[]): Promise<string> {
+    const copy = join(dir, name);
     await cp(model, copy, { recursive: true });
-    // logits = Unsqueeze(Cast(input_ids)): a valid decoder graph with no past_key_values inputs.
     await writeOnnxModel(
       {
         irVersion: 8,
         opsetVersion: 17,
         producerName: 'test',
         graph: {
-          name: 'no-past',
+          name,
           nodes: [
             { opType: 'Cast', inputs: ['input_ids'], outputs: ['ids_f'], name: 'cast', attributes: { to: DataType.FLOAT } },
             { opType: 'Unsqueeze', inputs: ['ids_f', 'axes'], outputs: ['logits'], name: 'unsqueeze' },
           ],
           initializers: [{ name: 'axes', dataType: DataType.INT64, dims: [1], data: new Uint8Array(new BigInt64Array([2n]).buffer) }],
-          inputs: [{ name: 'input_ids', dataType: DataType.INT64, dims: ['batch_size', 'sequence_length'] }],
+          inputs: [
+            { name: 'input_ids', dataType: DataType.INT64, dims: ['batch_size', 'sequence_length'] },
+            ...extraInputs.map((input) => ({ name: input, dataType: DataType.FLOAT, dims: ['batch_size', 2, 'past_sequence_length', 16] })),
+          ],
           outputs: [{ name: 'logits', dataType: DataType.FLOAT, dims: ['batch_size', 'sequence_length', 1] }],
         },
       },
       { dir: join(copy, 'onnx'), fileName: 'model.onnx', externalData: false },
     );
-    await expect(createEngine({ model: copy })).rejects.toThrow(/onnx\/model\.onnx has no past_key_values\.N\.key\/value inputs/);
+    return copy;
+  }
+
+  it('refuses a graph without KV-cache inputs, naming the file and its family', async () => {
+    await expect(createEngine({ model: await graphWithInputs('no-past', []) })).rejects.toThrow(
+      /onnx\/model\.onnx \(plain-ops graph without position_ids\) has no past_key_values\.N\.key\/value inputs: export it with a KV cache/,
+    );
+  });
+
+  it('refuses a cache under other names, saying which names it feeds', async () => {
+    await expect(createEngine({ model: await graphWithInputs('renamed-past', ['past_key_0', 'past_value_0']) })).rejects.toThrow(
+      /\(plain-ops graph without position_ids\) names its cache inputs past_key_0, past_value_0: this engine feeds past_key_values\.N\.key\/value/,
+    );
+  });
+
+  it('refuses an input it cannot feed, naming it and what it feeds', async () => {
+    const copy = await graphWithInputs('unknown-input', ['past_key_values.0.key', 'past_key_values.0.value', 'token_type_ids']);
+    await expect(createEngine({ model: copy })).rejects.toThrow(
+      /\(plain-ops graph without position_ids\) has inputs this engine cannot feed: token_type_ids \(it feeds input_ids, attention_mask/,
+    );
   });
 
   it('refuses an encoder-decoder model', async () => {
