@@ -228,8 +228,10 @@ describe('bad model directories', () => {
     const copy = join(dir, 'no-onnx');
     await cp(model, copy, { recursive: true });
     await rm(join(copy, 'onnx', 'model.onnx'));
+    // Two other dtypes: with one, the loader would take it as the folder's only choice.
     await writeFile(join(copy, 'onnx', 'model_q4.onnx'), '');
-    await expect(createEngine({ model: copy })).rejects.toThrow(/model\.onnx not found.*onnx\/model_q4\.onnx/);
+    await writeFile(join(copy, 'onnx', 'model_fp16.onnx'), '');
+    await expect(createEngine({ model: copy })).rejects.toThrow(/model\.onnx not found.*onnx\/model_fp16\.onnx.*onnx\/model_q4\.onnx/);
   });
 
   it('names a file that is not ONNX', async () => {
