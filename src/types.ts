@@ -220,15 +220,18 @@ export type Dtype = 'fp32' | 'fp16' | 'q8' | 'int8' | 'uint8' | 'q4' | 'q4f16' |
  */
 export interface EngineOptions {
   /**
-   * A model directory in the Hugging Face ONNX layout, or a Hub id `org/name` (`org/name@revision`
-   * to pin a branch, tag or commit): the files the `dtype` needs are downloaded into the Hugging Face
-   * cache (`HF_HUB_CACHE`, `HF_HOME`, `HF_TOKEN`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply) and loaded from there.
+   * A model directory in the Hugging Face ONNX layout, or a Hub id `org/name`, `org/name/folder` for
+   * repositories with one model per folder (`@revision` after either pins a branch, tag or commit):
+   * the files the `dtype` needs are downloaded into the Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`,
+   * `HF_TOKEN`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply, and `HUGGING_FACE_HUB_TOKEN` and
+   * `TRANSFORMERS_OFFLINE` as huggingface_hub reads them) and loaded from there.
    */
   model: string;
   /**
    * Which ONNX file: `onnx/model{suffix}.onnx`, `model{suffix}.onnx`, then the same names with
    * `decoder_model_merged` (Xenova's older exports). Without it: genai_config.json's
-   * `model.decoder.filename` if there is one, else config.json's `transformers.js_config.dtype`, else fp32.
+   * `model.decoder.filename` if that file is there (beside it or under `onnx/`), else config.json's
+   * `transformers.js_config.dtype`, else fp32, else the one dtype the folder has.
    */
   dtype?: Dtype;
   /** The ONNX file to load, relative to the model directory; overrides `dtype` and genai_config.json. */
