@@ -21,7 +21,32 @@ export interface CheckReport {
   info: ModelInfo;
   /** Per prompt: the first step at which batched tokens differ from alone, or null. */
   mismatches: (number | null)[];
+  /**
+   * True when every prompt gives its solo tokens, or differs only where its two best tokens alone
+   * were a near-tie and its logprobs agreed up to there, within `roundingTolerance`.
+   */
   ok: boolean;
+}
+
+/**
+ * How far a logprob may move, and how close two tokens may lie and still swap, for the difference to
+ * be taken for the kernels' rounding at another batch shape rather than a wrong cache layout, which
+ * moves logprobs by 0.2 to 0.3 from the first token on (real-exports.md). float32 kernels move them
+ * by about 1e-6. onnxruntime's 4-bit MatMulNBits has a path of its own for a single row (its int8
+ * activations are rounded otherwise), and float16 and int8 arithmetic round coarsely: on the
+ * project's 30-layer q4 fixture, a lone row and the same row in a batch drift apart by up to 0.08.
+ */
+export function roundingTolerance(info: ModelInfo): number {
+  const ops = Object.keys(info.graph.opTypes).join(' ');
+  const lowPrecision = info.kvDtype === 'float16' || /MatMulNBits|DynamicQuantizeLinear|MatMulInteger/.test(ops);
+  return lowPrecision ? 0.1 : 1e-4;
+}
+
+/** One greedy generation: its tokens, their logprobs, and the margin to the runner-up at each step. */
+export interface GreedyRun {
+  ids: number[];
+  logprobs: number[];
+  margins: number[];
 }
 
 const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
@@ -33,20 +58,23 @@ async function fileSize(file: string): Promise<string> {
   );
 }
 
-/** The tokens of one greedy generation; `onToken` sees each as it arrives. */
-async function greedy(engine: Engine, prompt: string, tokens: number, onToken?: (index: number) => void): Promise<number[]> {
-  const ids: number[] = [];
-  const generation = engine.generate({ inputs: prompt, parameters: { max_new_tokens: tokens, do_sample: false } });
+/** One greedy generation; `onToken` sees each token as it arrives. */
+async function greedy(engine: Engine, prompt: string, tokens: number, onToken?: (index: number) => void): Promise<GreedyRun> {
+  const run: GreedyRun = { ids: [], logprobs: [], margins: [] };
+  const generation = engine.generate({ inputs: prompt, parameters: { max_new_tokens: tokens, do_sample: false, top_n_tokens: 2 } });
   for await (const event of generation as AsyncIterable<GenerationEvent>) {
-    ids.push(event.token.id);
-    onToken?.(ids.length);
+    run.ids.push(event.token.id);
+    run.logprobs.push(event.token.logprob);
+    const [best, second] = event.topTokens ?? [];
+    run.margins.push(best && second ? best.logprob - second.logprob : Infinity);
+    onToken?.(run.ids.length);
   }
-  return ids;
+  return run;
 }
 
 /** Starts prompt i + 1 once prompt i has produced 2 + i tokens, so rows join a running batch at different steps. */
-async function together(engine: Engine, tokens: number): Promise<number[][]> {
-  const results: Promise<number[]>[] = [];
+async function together(engine: Engine, tokens: number): Promise<GreedyRun[]> {
+  const results: Promise<GreedyRun>[] = [];
   const started = PROMPTS.map(() => {
     let go!: () => void;
     const promise = new Promise<void>((resolve) => (go = resolve));
@@ -63,6 +91,27 @@ async function together(engine: Engine, tokens: number): Promise<number[][]> {
 function firstDifference(a: number[], b: number[]): number | null {
   for (let i = 0; i < Math.max(a.length, b.length); i++) if (a[i] !== b[i]) return i;
   return null;
+}
+
+/** The largest logprob difference over the steps where both runs chose the same tokens. */
+function drift(a: GreedyRun, b: GreedyRun): number {
+  const same = firstDifference(a.ids, b.ids) ?? Math.min(a.ids.length, b.ids.length);
+  return Math.max(0, ...a.logprobs.slice(0, same).map((lp, i) => Math.abs(lp - b.logprobs[i])));
+}
+
+/** The self-test's line for one prompt, and whether its difference (if any) is within the kernels' rounding. */
+export function compareRuns(
+  alone: GreedyRun,
+  batched: GreedyRun,
+  tolerance: number,
+): { at: number | null; rounding: boolean; line: string } {
+  const at = firstDifference(alone.ids, batched.ids);
+  if (at === null) return { at, rounding: true, line: 'same tokens' };
+  const before = drift(alone, batched);
+  const margin = alone.margins[at] ?? Infinity;
+  const rounding = margin <= tolerance && before <= tolerance;
+  const differs = `from token ${at} (alone ${alone.ids[at]}, batched ${batched.ids[at]}): the two best were ${margin.toFixed(4)} apart alone, logprobs agreed to ${before.toFixed(4)} before`;
+  return { at, rounding, line: rounding ? `a near-tie flipped ${differs}` : `DIFFERS ${differs}` };
 }
 
 /** The sampling defaults as the request fields they fill in. */
@@ -130,24 +179,32 @@ function onnxInfo(info: EngineInfo): ModelInfo {
 
 /** Loads the model, prints what it found, then runs the batching self-test. */
 export async function checkModel(options: EngineOptions, print: (line: string) => void, tokens = 16): Promise<CheckReport> {
-  const engine = await createEngine(options);
+  // The self-test isolates batching: without speculation a lone row decodes one token per pass, and
+  // without the prefix cache every prompt is prefilled whole, so each token's passes differ between
+  // alone and together only by the rows beside them. Both features keep the tokens exact in exact
+  // arithmetic (their own tests check that) but change the pass shapes low-precision kernels see.
+  const engine = await createEngine({ ...options, speculativeTokens: 0, prefixCacheBytes: 0 });
   try {
     const info = onnxInfo(engine.info);
     const { plan } = await openModelDir(info.modelDir, { dtype: options.dtype, modelFile: options.modelFile });
     await describeModel(info, print, plan.reason);
     const turns = info.maxBatchSize === 1 ? ' (one row per pass: they take turns)' : '';
     print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins${turns} (greedy, ${tokens} tokens each):`);
-    const alone: number[][] = [];
+    const alone: GreedyRun[] = [];
     for (const prompt of PROMPTS) alone.push(await greedy(engine, prompt, tokens));
+    const tolerance = roundingTolerance(info);
     const batched = await together(engine, tokens);
-    const mismatches = PROMPTS.map((_, i) => firstDifference(alone[i], batched[i]));
-    mismatches.forEach((at, i) => {
-      print(
-        `           prompt ${i + 1}: ${at === null ? 'same tokens' : `DIFFERS from token ${at} (alone ${alone[i][at]}, batched ${batched[i][at]})`}`,
-      );
-    });
-    const ok = mismatches.every((at) => at === null);
-    print(ok ? 'Result     batched equals alone' : 'Result     batched DIFFERS from alone: please report this model');
+    const compared = PROMPTS.map((_, i) => compareRuns(alone[i], batched[i], tolerance));
+    compared.forEach(({ line }, i) => print(`           prompt ${i + 1}: ${line}`));
+    const mismatches = compared.map(({ at }) => at);
+    const ok = compared.every(({ rounding }) => rounding);
+    print(
+      mismatches.every((at) => at === null)
+        ? 'Result     batched equals alone'
+        : ok
+          ? `Result     batched equals alone up to rounding: only near-ties (< ${tolerance}) flipped, as low-precision kernels round otherwise at another batch shape`
+          : 'Result     batched DIFFERS from alone: please report this model',
+    );
     return { info, mismatches, ok };
   } finally {
     await engine.close();
