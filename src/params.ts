@@ -174,10 +174,15 @@ export function checkTokenBudget(
       'max_new_tokens',
     );
   }
-  if (length > limits.maxInputTokens) fail(`\`inputs\` must have less than ${limits.maxInputTokens} tokens. Given: ${length}`, 'inputs');
+  if (length > limits.maxInputTokens) throw inputsTooLong(limits.maxInputTokens, length);
   // Only reachable when maxInputTokens >= maxTotalTokens: a full prompt leaves no room for a token.
-  if (maxNewTokens === 0) fail(`\`inputs\` must have less than ${limits.maxTotalTokens} tokens. Given: ${length}`, 'inputs');
+  if (maxNewTokens === 0) throw inputsTooLong(limits.maxTotalTokens, length);
   return { maxNewTokens, dropLeading: inputLength - length };
+}
+
+/** TGI's refusal of a prompt over `max` tokens; `/tokenize` refuses with it too. */
+export function inputsTooLong(max: number, given: number): ValidationError {
+  return new ValidationError(`\`inputs\` must have less than ${max} tokens. Given: ${given}`, 'inputs');
 }
 
 function fail(message: string, param: string): never {

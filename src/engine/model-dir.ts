@@ -3,9 +3,11 @@
  * file is a pure function over a list of relative paths and the parsed configs, so a Hub download
  * can decide what to fetch from a repository listing with the same rules as a local load.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { ModelLoadError } from '../errors.js';
+import { readJsonObject } from '../json-file.js';
+import { isPlainObject, type JsonObject, typeName } from '../protocol/json-shape.js';
 import type { Dtype, GenerationDefaults } from '../types.js';
 import { type OnnxGraphScan, scanOnnxGraph } from './onnx-file.js';
 
@@ -47,7 +49,7 @@ export const MODEL_CONFIG_FILES = [
   'chat_template.json',
 ] as const;
 
-export type JsonObject = Record<string, unknown>;
+export type { JsonObject } from '../protocol/json-shape.js';
 
 /** The parsed JSON configs of a model directory; absent files are undefined. */
 export interface ModelConfigFiles {
@@ -90,19 +92,10 @@ export interface ModelFilePlan {
   reason: string;
 }
 
-function isObject(value: unknown): value is JsonObject {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function typeName(value: unknown): string {
-  if (Array.isArray(value)) return 'an array';
-  return value === null ? 'null' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
-}
-
 /** The value at a dotted path; null counts as absent, as transformers treats it. */
 function at(json: JsonObject | undefined, path: string): unknown {
   let value: unknown = json;
-  for (const key of path.split('.')) value = isObject(value) ? value[key] : undefined;
+  for (const key of path.split('.')) value = isPlainObject(value) ? value[key] : undefined;
   return value ?? undefined;
 }
 
@@ -206,7 +199,7 @@ export function parseModelConfig(files: ModelConfigFiles, where = '.'): ModelCon
     isEncoderDecoder: isEncoderDecoder === true,
     generationDefaults: generation
       ? readGenerationDefaults(generation, 'generation_config.json', '')
-      : genai && isObject(genai.search)
+      : genai && isPlainObject(genai.search)
         ? searchDefaults(readGenerationDefaults(genai, G, 'search.'))
         : {},
   };
@@ -312,9 +305,9 @@ export function describeOnnxFiles(paths: readonly string[]): string {
 function configDtype(config: JsonObject | undefined, base: string): string | undefined {
   // The key itself has a dot, so it is read directly, not as a path.
   const tjs = config?.['transformers.js_config'];
-  if (!isObject(tjs)) return undefined;
+  if (!isPlainObject(tjs)) return undefined;
   const value = firstDefined(at(tjs, 'device_config.cpu.dtype'), at(tjs, 'dtype'));
-  const dtype = isObject(value) ? value[base] : value;
+  const dtype = isPlainObject(value) ? value[base] : value;
   if (dtype === undefined || dtype === null || dtype === 'auto') return undefined;
   if (typeof dtype !== 'string') throw wrongType('config.json', 'transformers.js_config.dtype', 'a dtype or a map of them', value);
   return dtype;
@@ -418,25 +411,6 @@ export function planModelFiles(
   );
 }
 
-/** A JSON object file, or undefined when the file is absent. */
-export async function readJsonFile(file: string): Promise<JsonObject | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ModelLoadError(`Cannot read ${file}: ${(error as Error).message}`, error);
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new ModelLoadError(`${file} is not valid JSON: ${(error as Error).message}`, error);
-  }
-  if (!isObject(value)) throw new ModelLoadError(`${file} is not a JSON object (got ${typeName(value)})`);
-  return value;
-}
-
 /** Files of `sub` (relative to `dir`), as `/`-separated paths relative to `dir`; none if it is no folder. */
 async function listFiles(dir: string, sub: string): Promise<string[]> {
   const entries = await readdir(join(dir, sub), { withFileTypes: true }).catch(() => []);
@@ -470,9 +444,9 @@ export async function openModelDir(dir: string, options: ModelFileOptions = {}):
   )
     throw new ModelLoadError(`${dir} is not a directory`);
   const configs: ModelConfigFiles = {
-    config: await readJsonFile(join(dir, 'config.json')),
-    generation: await readJsonFile(join(dir, 'generation_config.json')),
-    genai: await readJsonFile(join(dir, 'genai_config.json')),
+    config: await readJsonObject(join(dir, 'config.json')),
+    generation: await readJsonObject(join(dir, 'generation_config.json')),
+    genai: await readJsonObject(join(dir, 'genai_config.json')),
   };
   const config = parseModelConfig(configs, dir);
   const named = [options.modelFile, at(configs.genai, 'model.decoder.filename')].filter((f): f is string => typeof f === 'string');

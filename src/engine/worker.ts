@@ -8,9 +8,9 @@ import './float16-off.js';
 import { readFile } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename, join } from 'node:path';
-import { InferenceError, ModelLoadError, TemplateError, ValidationError, serializeError } from '../errors.js';
+import { InferenceError, ModelLoadError, TemplateError, serializeError } from '../errors.js';
 import { createGrammarEngine, type GrammarEngine, type GrammarStats, type RowMatcher } from '../grammar/index.js';
-import { checkTokenBudget } from '../params.js';
+import { checkTokenBudget, inputsTooLong } from '../params.js';
 import { ChatTemplate } from '../text/chat-template.js';
 import { TOOL_CALL_FORMAT_TEXTS } from '../text/tool-messages.js';
 import { countBeyond, loadTokenizer, type TextTokenizer } from '../text/tokenizer.js';
@@ -219,7 +219,7 @@ function tokenize(engine: Loaded, text: string): TokenizedToken[] {
   const beyond = countBeyond(engine.tokenizer, text, max);
   const tokens = beyond === null ? engine.tokenizer.tokenizeWithOffsets(text) : null;
   if (tokens === null || tokens.length > max) {
-    throw new ValidationError(`\`inputs\` must have less than ${max} tokens. Given: ${tokens?.length ?? beyond}`, 'inputs');
+    throw inputsTooLong(max, tokens?.length ?? beyond ?? 0);
   }
   return tokens;
 }

@@ -1,7 +1,8 @@
 import { join, posix } from 'node:path';
 import { listFiles, modelInfo } from '@huggingface/hub';
 import { ModelLoadError } from '../errors.js';
-import { MODEL_CONFIG_FILES, type ModelConfigFiles, type ModelFileOptions, planModelFiles, readJsonFile } from '../engine/model-dir.js';
+import { MODEL_CONFIG_FILES, type ModelConfigFiles, type ModelFileOptions, planModelFiles } from '../engine/model-dir.js';
+import { readJsonObject } from '../json-file.js';
 import type { DownloadProgress } from '../types.js';
 import { RepoCache } from './cache-layout.js';
 import { type RemoteFile, cacheFile } from './download.js';
@@ -147,7 +148,7 @@ const PLAN_CONFIGS = { config: 'config.json', genai: 'genai_config.json' } as co
 const PLAN_CONFIG_FILES: readonly string[] = Object.values(PLAN_CONFIGS);
 
 async function readConfigs(dir: string): Promise<ModelConfigFiles> {
-  return { config: await readJsonFile(join(dir, PLAN_CONFIGS.config)), genai: await readJsonFile(join(dir, PLAN_CONFIGS.genai)) };
+  return { config: await readJsonObject(join(dir, PLAN_CONFIGS.config)), genai: await readJsonObject(join(dir, PLAN_CONFIGS.genai)) };
 }
 
 /** The cached snapshot as it is; the plan says which dtypes it has when the one asked for is not there. */

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { TemplateError, ValidationError } from '../errors.js';
+import { readJsonObject } from '../json-file.js';
 import type { ChatMessage } from '../types.js';
 import { tokenContent } from './tokenizer.js';
 import { templateKnowsTools, templateMessages } from './tool-messages.js';
@@ -96,8 +97,8 @@ export class ChatTemplate {
   static async load(dir: string, config: Record<string, unknown>): Promise<ChatTemplate | null> {
     if (config.chat_template === undefined || config.chat_template === null) {
       const jinja = await readFile(join(dir, 'chat_template.jinja'), 'utf8').catch(() => null);
-      const json = jinja === null ? await readFile(join(dir, 'chat_template.json'), 'utf8').catch(() => null) : null;
-      const chatTemplate = jinja ?? (json === null ? undefined : (JSON.parse(json) as { chat_template?: unknown }).chat_template);
+      const json = jinja === null ? await readJsonObject(join(dir, 'chat_template.json'), 'an object with a chat_template') : undefined;
+      const chatTemplate = jinja ?? json?.chat_template;
       if (chatTemplate !== undefined) return ChatTemplate.fromConfig({ ...config, chat_template: chatTemplate });
     }
     return ChatTemplate.fromConfig(config);

@@ -2,10 +2,10 @@
  * The model's tokenizer: `@huggingface/tokenizers` behind a small interface that speaks numbers and
  * camelCase, adds character offsets for `/tokenize`, and reports bad files as `ModelLoadError`.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from '../errors.js';
+import { readJsonObject } from '../json-file.js';
 import type { TokenizedToken } from '../types.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 
@@ -43,12 +43,12 @@ const FORMAT =
  */
 export async function loadTokenizer(modelDir: string, options: TokenizerOptions = {}): Promise<TextTokenizer> {
   const tokenizerPath = join(modelDir, 'tokenizer.json');
-  const tokenizerJson = await readJson(tokenizerPath, FORMAT);
+  const tokenizerJson = await readJsonObject(tokenizerPath, FORMAT);
   if (tokenizerJson === undefined) {
     throw new ModelLoadError(`${tokenizerPath} not found: expected ${FORMAT}`);
   }
   const configPath = join(modelDir, 'tokenizer_config.json');
-  const config = (await readJson(configPath, 'a JSON object of tokenizer settings')) ?? {};
+  const config = (await readJsonObject(configPath, 'a JSON object of tokenizer settings')) ?? {};
   return build(tokenizerJson, config, tokenizerPath, options);
 }
 
@@ -69,27 +69,6 @@ export interface TokenizerOptions {
  */
 export function createTokenizer(tokenizerJson: object, tokenizerConfig: object = {}, options: TokenizerOptions = {}): TextTokenizer {
   return build(tokenizerJson, tokenizerConfig, 'tokenizer.json', options);
-}
-
-/** Parsed JSON, or undefined when the file does not exist. */
-async function readJson(path: string, expected: string): Promise<object | undefined> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ModelLoadError(`Cannot read ${path}: ${(error as Error).message}`, error);
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new ModelLoadError(`Cannot parse ${path}: ${(error as Error).message}; expected ${expected}`, error);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ModelLoadError(`${path} is not a JSON object: expected ${expected}`);
-  }
-  return value;
 }
 
 function build(tokenizerJson: object, config: object, source: string, options: TokenizerOptions): TextTokenizer {

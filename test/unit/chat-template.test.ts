@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TemplateError } from '../../src/errors.js';
+import { ModelLoadError, TemplateError } from '../../src/errors.js';
 import { ChatTemplate } from '../../src/text/chat-template.js';
 import { SENTENCE_PIECE_CONFIG } from '../fixtures/text/tokenizers.js';
 
@@ -177,6 +177,21 @@ describe('ChatTemplate.load', () => {
       expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('jinja:Hi');
       // tokenizer_config.json's own template wins.
       expect((await ChatTemplate.load(dir, { chat_template: 'config:{{ messages[0].content }}' }))!.render({ messages })).toBe('config:Hi');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a chat_template.json that is not JSON as a load error naming the file', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'si-template-'));
+    try {
+      await writeFile(join(dir, 'chat_template.json'), '{"chat_template": "unterminated');
+      const error = await ChatTemplate.load(dir, {}).catch((e: unknown) => e);
+      expect(ModelLoadError.isInstance(error)).toBe(true);
+      expect((error as Error).message).toMatch(/chat_template\.json is not valid JSON: .*expected an object with a chat_template/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
