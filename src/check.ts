@@ -31,10 +31,11 @@ export interface CheckReport {
 /**
  * How far a logprob may move, and how close two tokens may lie and still swap, for the difference to
  * be taken for the kernels' rounding at another batch shape rather than a wrong cache layout, which
- * moves logprobs by 0.2 to 0.3 from the first token on (real-exports.md). float32 kernels move them
- * by about 1e-6. onnxruntime's 4-bit MatMulNBits has a path of its own for a single row (its int8
- * activations are rounded otherwise), and float16 and int8 arithmetic round coarsely: on the
- * project's 30-layer q4 fixture, a lone row and the same row in a batch drift apart by up to 0.08.
+ * moves logprobs by 0.2 to 0.3 from the first token on (a left-padded row of a GroupQueryAttention
+ * export, measured). float32 kernels move them by about 1e-6. onnxruntime 1.30's 4-bit MatMulNBits
+ * takes a path of its own for a pass of one row and one token (0.14 logits from the same row in a
+ * batch of two, on the bench's q4 fixture), and float16 and int8 arithmetic round coarsely: on that
+ * 30-layer fixture, a lone row and the same row in a batch drift apart by up to 0.08 in logprob.
  */
 export function roundingTolerance(info: ModelInfo): number {
   const ops = Object.keys(info.graph.opTypes).join(' ');
