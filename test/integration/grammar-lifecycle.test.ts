@@ -4,31 +4,17 @@
  * grammar streams cancelled mid-stream leave no matcher and no memory behind; 200 bad grammars are
  * each a quick 422 and the next good grammar is served.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEngine } from '../../src/engine/engine.js';
-import { ensureFixtureModel } from '../../src/fixture/index.js';
-import type { Engine } from '../../src/types.js';
+import { describe, expect, it } from 'vitest';
 import { eventually, metricValue, post, postForJson, sseFrames } from '../conformance/http-client.js';
-import { startServer, type RunningServer } from '../conformance/servers.js';
+import { serveTinyFixture } from '../support/tiny-server.js';
 
-let engine: Engine;
-let server: RunningServer;
+const suite = serveTinyFixture('root');
 
-beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny') });
-  server = await startServer({ framework: 'express5', mount: 'root' }, { engine });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await engine?.close();
-});
-
-const metric = (series: string) => metricValue(server.url, series);
+const metric = (series: string) => metricValue(suite.server.url, series);
 
 /** Every series of the grammar metrics, by name with labels. */
 async function grammarMetrics(): Promise<Record<string, number>> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await (await fetch(`${suite.server.url}/metrics`)).text();
   const series = text.split('\n').filter((line) => line.startsWith('streaming_inference_grammar_'));
   return Object.fromEntries(series.map((line) => [line.slice(0, line.lastIndexOf(' ')), Number(line.slice(line.lastIndexOf(' ') + 1))]));
 }
@@ -44,7 +30,8 @@ describe('grammar metrics', () => {
   it('count compiles with their time, cache hits, refusals and live matchers', async () => {
     const before = await grammarMetrics();
     const regex = { type: 'regex', value: '[0-9]{2}-metrics' };
-    const generate = (grammar: unknown) => post(`${server.url}/generate`, { inputs: 'Hi', parameters: { max_new_tokens: 20, grammar } });
+    const generate = (grammar: unknown) =>
+      post(`${suite.server.url}/generate`, { inputs: 'Hi', parameters: { max_new_tokens: 20, grammar } });
     expect((await generate(regex)).status).toBe(200);
     expect((await generate(regex)).status).toBe(200);
     // xgrammar's parse refuses the first; the rules refuse the second before xgrammar sees it.
@@ -74,7 +61,7 @@ describe('grammar metrics', () => {
   });
 
   it('show a matcher live while its row generates, and none once it ended', async () => {
-    const res = await post(`${server.url}/generate_stream`, {
+    const res = await post(`${suite.server.url}/generate_stream`, {
       inputs: 'Hi',
       // The grammar cannot be complete within max_new_tokens: the row runs them all, hundreds of passes.
       parameters: { max_new_tokens: 400, grammar: { type: 'regex', value: '[a-z]{1000}' } },
@@ -110,7 +97,7 @@ describe('1,000 grammar streams cancelled mid-stream', () => {
     };
     if (mode === 0) setTimeout(() => controller.abort(), 1);
     try {
-      const res = await post(`${server.url}/generate_stream`, body, { signal: controller.signal });
+      const res = await post(`${suite.server.url}/generate_stream`, body, { signal: controller.signal });
       expect(res.status).toBe(200);
       const frames = sseFrames(res.body!);
       for (let n = 1; n < mode; n++) await frames.next();
@@ -159,7 +146,7 @@ describe('1,000 grammar streams cancelled mid-stream', () => {
     expect(after.wasm).toBe(warm.wasm);
     expect(after.worker - warm.worker).toBeLessThan(32 * 2 ** 20);
     // And the engine still serves a grammar.
-    const { json } = await postForJson(`${server.url}/generate`, {
+    const { json } = await postForJson(`${suite.server.url}/generate`, {
       inputs: 'After',
       parameters: { max_new_tokens: 20, grammar: { type: 'regex', value: '[0-9]{3}' } },
     });
@@ -198,7 +185,10 @@ describe('200 bad grammars', () => {
     const times: number[] = [];
     for (let i = 0; i < 200; i++) {
       const started = performance.now();
-      const res = await post(`${server.url}/generate_stream`, { inputs: 'Hi', parameters: { max_new_tokens: 8, grammar: badGrammar(i) } });
+      const res = await post(`${suite.server.url}/generate_stream`, {
+        inputs: 'Hi',
+        parameters: { max_new_tokens: 8, grammar: badGrammar(i) },
+      });
       const body = (await res.json()) as { error_type: string };
       times.push(performance.now() - started);
       expect(res.status, `grammar ${i}: ${JSON.stringify(body)}`).toBe(422);
@@ -208,7 +198,7 @@ describe('200 bad grammars', () => {
     const at = (p: number) => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))].toFixed(1);
     console.log(`200 bad grammars over HTTP: p50 ${at(50)} ms, p95 ${at(95)} ms, p99 ${at(99)} ms, max ${at(100)} ms`);
 
-    const { json } = await postForJson(`${server.url}/generate`, {
+    const { json } = await postForJson(`${suite.server.url}/generate`, {
       inputs: 'Hi',
       parameters: {
         max_new_tokens: 40,

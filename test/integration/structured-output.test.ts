@@ -8,12 +8,9 @@
  */
 import { InferenceClient } from '@huggingface/inference';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEngine } from '../../src/engine/engine.js';
-import { ensureFixtureModel } from '../../src/fixture/index.js';
-import type { Engine } from '../../src/types.js';
+import { describe, expect, it } from 'vitest';
 import { post, postForJson, readSse, frameJson } from '../conformance/http-client.js';
-import { startServer, type RunningServer } from '../conformance/servers.js';
+import { serveTinyFixture } from '../support/tiny-server.js';
 
 /** Every value bounded, so that a noise model's output must end within max_new_tokens. */
 const SCHEMA = {
@@ -24,9 +21,8 @@ const SCHEMA = {
 };
 const REGEX = '[0-9]{3}-[a-z]{2}';
 
-let engine: Engine;
-let server: RunningServer;
-const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'x', maxRetries: 0 });
+const suite = serveTinyFixture('prefix');
+const client = () => new OpenAI({ baseURL: `${suite.server.url}/v1`, apiKey: 'x', maxRetries: 0 });
 
 /** Whether `text` is JSON valid against SCHEMA. */
 function matchesSchema(text: string): boolean {
@@ -50,19 +46,9 @@ interface Generated {
 }
 
 async function generate(inputs: string, parameters: Record<string, unknown>): Promise<Generated> {
-  const { json } = await postForJson<Generated>(`${server.url}/generate`, { inputs, parameters: { details: true, ...parameters } });
+  const { json } = await postForJson<Generated>(`${suite.server.url}/generate`, { inputs, parameters: { details: true, ...parameters } });
   return json;
 }
-
-beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny') });
-  server = await startServer({ framework: 'express5', mount: 'prefix' }, { engine });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await engine?.close();
-});
 
 describe('TGI parameters.grammar on /generate', () => {
   it.each([1, 2, 3])('regex: the whole text matches, and the row ends with eos (seed %i)', async (seed) => {
@@ -101,7 +87,7 @@ describe('TGI parameters.grammar on /generate', () => {
   });
 
   it('streams the constrained text token by token on /generate_stream', async () => {
-    const res = await post(`${server.url}/generate_stream`, {
+    const res = await post(`${suite.server.url}/generate_stream`, {
       inputs: 'Hi',
       parameters: { max_new_tokens: 40, do_sample: true, seed: 7, grammar: { type: 'regex', value: REGEX } },
     });
@@ -125,7 +111,7 @@ describe('@huggingface/inference textGeneration with parameters.grammar', () => 
   const sent: unknown[] = [];
   const hf = () =>
     new InferenceClient(undefined, {
-      endpointUrl: server.url,
+      endpointUrl: suite.server.url,
       fetch: (input, init) => {
         sent.push(JSON.parse(String(init?.body)));
         return fetch(input, init);
@@ -208,7 +194,7 @@ describe('OpenAI response_format through the openai SDK', () => {
 
 describe('a grammar xgrammar refuses', () => {
   it('is a 422 before any byte of a stream, and the next request is served', async () => {
-    const res = await post(`${server.url}/generate_stream`, {
+    const res = await post(`${suite.server.url}/generate_stream`, {
       inputs: 'Hi',
       parameters: { max_new_tokens: 8, grammar: { type: 'regex', value: '([a-z]' } },
     });
@@ -216,7 +202,7 @@ describe('a grammar xgrammar refuses', () => {
     expect(res.headers.get('content-type')).toMatch(/application\/json/);
     expect(((await res.json()) as { error_type: string }).error_type).toBe('validation');
 
-    const bad = await post(`${server.url}/v1/completions`, {
+    const bad = await post(`${suite.server.url}/v1/completions`, {
       prompt: 'Hi',
       max_tokens: 4,
       stream: true,
@@ -247,7 +233,7 @@ describe('grammar rows batched with free rows', () => {
     );
     const together = prompts.map((inputs) => generate(inputs, free));
     let widest = 0;
-    const stop = engine.onForwardPass((pass) => (widest = Math.max(widest, pass.rows)));
+    const stop = suite.engine.onForwardPass((pass) => (widest = Math.max(widest, pass.rows)));
     const [grammarRows, freeRows] = await Promise.all([Promise.all(constrained), Promise.all(together)]).finally(stop);
     // Constrained and free rows shared passes.
     expect(widest).toBeGreaterThan(4);
@@ -258,6 +244,6 @@ describe('grammar rows batched with free rows', () => {
       if (i % 2) expect(row.generated_text).toMatch(new RegExp(`^${REGEX}$`));
       else expect(matchesSchema(row.generated_text)).toBe(true);
     });
-    expect(engine.stats().batchSize).toBe(0);
+    expect(suite.engine.stats().batchSize).toBe(0);
   });
 });

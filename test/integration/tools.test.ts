@@ -8,13 +8,10 @@
 import OpenAI, { UnprocessableEntityError } from 'openai';
 import { zodFunction, zodResponseFormat } from 'openai/helpers/zod';
 import type { ChatCompletionMessageParam, ChatCompletionTool } from 'openai/resources/chat/completions';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { createEngine } from '../../src/engine/engine.js';
-import { ensureFixtureModel } from '../../src/fixture/index.js';
-import type { Engine } from '../../src/types.js';
 import { post } from '../conformance/http-client.js';
-import { startServer, type RunningServer } from '../conformance/servers.js';
+import { serveTinyFixture } from '../support/tiny-server.js';
 
 const WeatherArgs = z.object({ city: z.enum(['Paris', 'Rome', 'Oslo']), unit: z.enum(['c', 'f']) });
 const TimeArgs = z.object({ utc: z.boolean() });
@@ -36,19 +33,8 @@ const ASK: ChatCompletionMessageParam[] = [{ role: 'user', content: 'Weather in 
 /** Greedy, and room for one call or a small object (a call is about 30 fixture tokens). */
 const BASE = { model: 'tiny', temperature: 0, max_tokens: 120 } as const;
 
-let engine: Engine;
-let server: RunningServer;
-const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'x', maxRetries: 0 });
-
-beforeAll(async () => {
-  engine = await createEngine({ model: await ensureFixtureModel('tiny') });
-  server = await startServer({ framework: 'express5', mount: 'prefix' }, { engine });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await engine?.close();
-});
+const suite = serveTinyFixture('prefix');
+const client = () => new OpenAI({ baseURL: `${suite.server.url}/v1`, apiKey: 'x', maxRetries: 0 });
 
 /** Each call's name and arguments, parsed: JSON.parse throws on anything the grammar let through broken. */
 function calls(message: OpenAI.ChatCompletionMessage): Array<[string, unknown]> {
@@ -258,7 +244,7 @@ describe('what cannot be honoured is a 422 before any byte', () => {
   });
 
   it('a named tool that is not in tools; the server serves the next request', async () => {
-    const res = await post(`${server.url}/v1/chat/completions`, {
+    const res = await post(`${suite.server.url}/v1/chat/completions`, {
       ...BASE,
       messages: ASK,
       tools: [WEATHER],
