@@ -1,4 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ModelLoadError, TemplateError } from '../../src/errors.js';
 import { ChatTemplate } from '../../src/text/chat-template.js';
 import { SENTENCE_PIECE_CONFIG } from '../fixtures/text/tokenizers.js';
@@ -163,37 +166,29 @@ describe('ChatTemplate.fromConfig', () => {
 });
 
 describe('ChatTemplate.load', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'si-template-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('reads chat_template.jinja or chat_template.json when tokenizer_config.json has none', async () => {
-    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'si-template-'));
-    try {
-      const messages = [{ role: 'user', content: 'Hi' }];
-      expect(await ChatTemplate.load(dir, {})).toBeNull();
-      await writeFile(join(dir, 'chat_template.json'), JSON.stringify({ chat_template: 'json:{{ messages[0].content }}' }));
-      expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('json:Hi');
-      await writeFile(join(dir, 'chat_template.jinja'), 'jinja:{{ messages[0].content }}');
-      expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('jinja:Hi');
-      // tokenizer_config.json's own template wins.
-      expect((await ChatTemplate.load(dir, { chat_template: 'config:{{ messages[0].content }}' }))!.render({ messages })).toBe('config:Hi');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    const messages = [{ role: 'user', content: 'Hi' }];
+    expect(await ChatTemplate.load(dir, {})).toBeNull();
+    await writeFile(join(dir, 'chat_template.json'), JSON.stringify({ chat_template: 'json:{{ messages[0].content }}' }));
+    expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('json:Hi');
+    await writeFile(join(dir, 'chat_template.jinja'), 'jinja:{{ messages[0].content }}');
+    expect((await ChatTemplate.load(dir, {}))!.render({ messages })).toBe('jinja:Hi');
+    // tokenizer_config.json's own template wins.
+    expect((await ChatTemplate.load(dir, { chat_template: 'config:{{ messages[0].content }}' }))!.render({ messages })).toBe('config:Hi');
   });
 
   it('refuses a chat_template.json that is not JSON as a load error naming the file', async () => {
-    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'si-template-'));
-    try {
-      await writeFile(join(dir, 'chat_template.json'), '{"chat_template": "unterminated');
-      const error = await ChatTemplate.load(dir, {}).catch((e: unknown) => e);
-      expect(ModelLoadError.isInstance(error)).toBe(true);
-      expect((error as Error).message).toMatch(/chat_template\.json is not valid JSON: .*expected an object with a chat_template/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    await writeFile(join(dir, 'chat_template.json'), '{"chat_template": "unterminated');
+    const error = await ChatTemplate.load(dir, {}).catch((e: unknown) => e);
+    expect(ModelLoadError.isInstance(error)).toBe(true);
+    expect((error as Error).message).toMatch(/chat_template\.json is not valid JSON: .*expected an object with a chat_template/);
   });
 });
