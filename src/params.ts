@@ -15,7 +15,7 @@
  */
 import { ValidationError } from './errors.js';
 import type { GrammarSpec } from './grammar/spec.js';
-import { checkStopCount, readBoolean, readNumber, readStop, readString } from './protocol/json-shape.js';
+import { checkStopCount, I32_MAX, readBoolean, readNumber, readStop, readString, U32_MAX } from './protocol/json-shape.js';
 import { readTgiGrammar } from './protocol/structured-output.js';
 import type { GenerateParameters, ValidatedParameters, ValidationLimits } from './types.js';
 
@@ -35,9 +35,6 @@ export interface ValidateOptions {
   /** A constraint the route read from its own fields (OpenAI's `response_format`, ...); `grammar` must then be absent. */
   grammar?: GrammarSpec;
 }
-
-const U32_MAX = 4294967295;
-const I32 = 2147483648;
 
 /**
  * Validate TGI's `parameters` (rules 1–13 and 17 of `Validation::validate`) and resolve the defaults.
@@ -71,7 +68,7 @@ export function validateParameters(
   const repetitionPenalty = readFloat('repetition_penalty');
   const frequencyPenalty = readFloat('frequency_penalty');
   const presencePenalty = readFloat('presence_penalty');
-  const topK = readInteger('top_k', -I32, I32 - 1);
+  const topK = readInteger('top_k', -I32_MAX - 1, I32_MAX);
   const topP = readFloat('top_p');
   const typicalP = readFloat('typical_p');
   const doSample = readFlag('do_sample') ?? missing;

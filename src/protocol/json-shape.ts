@@ -9,6 +9,10 @@ import { ValidationError } from '../errors.js';
 
 export type JsonObject = Record<string, unknown>;
 
+/** The widths of TGI's Rust integer fields (`top_k: i32`, `max_new_tokens: u32`), which bound them on every route. */
+export const I32_MAX = 2 ** 31 - 1;
+export const U32_MAX = 2 ** 32 - 1;
+
 /**
  * Whose words a refusal is in. `openai`: the message names the type received (`must be a number,
  * got a string`). `tgi`: the sentences TGI routes have always answered and their clients match

@@ -22,15 +22,12 @@
  */
 import { ValidationError } from '../errors.js';
 import type { GenerateParameters, GenerationDefaults, ValidationLimits } from '../types.js';
-import { checkStopCount, readBoolean, readNumber, readObject, readStop, type JsonObject } from './json-shape.js';
+import { checkStopCount, I32_MAX, readBoolean, readNumber, readObject, readStop, type JsonObject } from './json-shape.js';
 
 export type { GenerationDefaults };
 
 /** Server limits the decoders check so that the error names the OpenAI field, not TGI's. */
 export type OpenAILimits = Partial<Pick<ValidationLimits, 'maxStopSequences' | 'maxTopNTokens'>>;
-
-/** TGI's `top_k` is an i32. */
-const I32_MAX = 2147483647;
 
 /** OpenAI's own upper bound for `top_logprobs`, and ours for the legacy `logprobs`. */
 const MAX_TOP_LOGPROBS = 20;
