@@ -7,7 +7,6 @@ import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { createEngine } from './engine/engine.js';
 import { FAMILY_NOTES } from './engine/attention-family.js';
-import { openModelDir } from './engine/model-dir.js';
 import type { Engine, EngineInfo, EngineOptions, GenerationDefaults, GenerationEvent, ModelInfo } from './types.js';
 
 /** Prompts of different lengths, so the batched rows are padded and join at different steps. */
@@ -130,15 +129,12 @@ function describeDefaults(defaults: GenerationDefaults): string {
     .join(', ');
 }
 
-/** `reason`: why this file was chosen (model-dir.ts's plan), when known. */
-export async function describeModel(info: ModelInfo, print: (line: string) => void, reason?: string): Promise<void> {
+export async function describeModel(info: ModelInfo, print: (line: string) => void): Promise<void> {
   const dir = info.modelDir;
   const onnx = relative(dir, info.onnxFile);
   const data = info.graph.externalData.map((name) => relative(dir, join(dirname(info.onnxFile), name)));
   print(`Model      ${dir} (model_type ${info.modelType})`);
-  print(
-    `ONNX file  ${onnx} (${await fileSize(info.onnxFile)})${data.length > 0 ? ` + ${data.join(', ')}` : ''}${reason ? `: ${reason}` : ''}`,
-  );
+  print(`ONNX file  ${onnx} (${await fileSize(info.onnxFile)})${data.length > 0 ? ` + ${data.join(', ')}` : ''}: ${info.onnxFileReason}`);
   const past = info.graph.inputs.filter((name) => name.startsWith('past_key_values.')).length;
   const inputs = info.graph.inputs.filter((name) => !name.startsWith('past_key_values.'));
   print(`Inputs     ${inputs.join(', ')}, past_key_values.* (${past})`);
@@ -171,11 +167,19 @@ export async function describeModel(info: ModelInfo, print: (line: string) => vo
 
 /** `createEngine` loads a local ONNX model, whose info has its files and graph; only a remote engine's lacks them. */
 function onnxInfo(info: EngineInfo): ModelInfo {
-  const { modelDir, onnxFile, kvDtype, attention, graph, kvBytesPerToken } = info;
-  if (modelDir === undefined || onnxFile === undefined || kvDtype === undefined || !attention || !graph || kvBytesPerToken === undefined) {
+  const { modelDir, onnxFile, onnxFileReason, kvDtype, attention, graph, kvBytesPerToken } = info;
+  if (
+    modelDir === undefined ||
+    onnxFile === undefined ||
+    onnxFileReason === undefined ||
+    kvDtype === undefined ||
+    !attention ||
+    !graph ||
+    kvBytesPerToken === undefined
+  ) {
     throw new TypeError('check: the engine has no local ONNX model to describe');
   }
-  return { ...info, modelDir, onnxFile, kvDtype, attention, graph, kvBytesPerToken };
+  return { ...info, modelDir, onnxFile, onnxFileReason, kvDtype, attention, graph, kvBytesPerToken };
 }
 
 /** Loads the model, prints what it found, then runs the batching self-test. */
@@ -187,8 +191,7 @@ export async function checkModel(options: EngineOptions, print: (line: string) =
   const engine = await createEngine({ ...options, speculativeTokens: 0, prefixCacheBytes: 0 });
   try {
     const info = onnxInfo(engine.info);
-    const { plan } = await openModelDir(info.modelDir, { dtype: options.dtype, modelFile: options.modelFile });
-    await describeModel(info, print, plan.reason);
+    await describeModel(info, print);
     const turns = info.maxBatchSize === 1 ? ' (one row per pass: they take turns)' : '';
     print(`Self-test  ${PROMPTS.length} prompts alone, then together with joins${turns} (greedy, ${tokens} tokens each):`);
     const alone: GreedyRun[] = [];

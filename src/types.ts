@@ -313,6 +313,8 @@ export interface ModelInfo {
   modelId: string;
   modelDir: string;
   onnxFile: string;
+  /** Why that file: `dtype "q4", as asked`, `genai_config.json's model.decoder.filename`, ... (`check` prints it). */
+  onnxFileReason: string;
   modelType: string;
   vocabSize: number;
   maxPositionEmbeddings: number;
@@ -343,7 +345,7 @@ export interface ModelInfo {
 }
 
 /** The fields of `ModelInfo` that only a local ONNX model has: its files, its graph and its cache. */
-export type OnnxModelField = 'modelDir' | 'onnxFile' | 'kvDtype' | 'attention' | 'graph' | 'kvBytesPerToken';
+export type OnnxModelField = 'modelDir' | 'onnxFile' | 'onnxFileReason' | 'kvDtype' | 'attention' | 'graph' | 'kvBytesPerToken';
 
 /**
  * What any engine tells of its model (`engine.info`): all of `ModelInfo` for a local engine; a

@@ -91,7 +91,7 @@ function statsRelay(loopStats: () => EngineStats) {
 async function load({ options }: WorkerInit): Promise<Loaded> {
   const dir = options.model;
   // The options were checked on the main thread (checkEngineOptions); what depends on the model is resolved here.
-  const { config, onnxFile, graph } = await openModelDir(dir, options);
+  const { config, plan, onnxFile, graph } = await openModelDir(dir, options);
   const tokenizer = await loadTokenizer(dir, { textTokens: TOOL_CALL_FORMAT_TEXTS });
   const model = await ModelSession.load(onnxFile, config, new Set(Object.keys(graph.opTypes)), options.threads);
   const resolved = resolveConfig(options, config, model);
@@ -108,6 +108,7 @@ async function load({ options }: WorkerInit): Promise<Loaded> {
     modelId: options.modelId ?? basename(dir),
     modelDir: dir,
     onnxFile,
+    onnxFileReason: plan.reason,
     modelType: config.modelType,
     vocabSize: config.vocabSize,
     maxPositionEmbeddings: config.maxPositionEmbeddings,
