@@ -34,6 +34,16 @@ export const FAMILY_NOTES: Record<AttentionFamily, string> = {
   'multi-head': 'one row per forward pass (MultiHeadAttention padding is not relied on); no batching speed-up',
 };
 
+/** The graph's family as a refusal names it; plain graphs without position_ids are told apart by a probe, later. */
+export const FAMILY_LABELS: Record<AttentionFamily | 'probe', string> = {
+  'group-query': 'GroupQueryAttention graph',
+  'multi-head': 'MultiHeadAttention graph',
+  'position-ids': 'plain-ops graph with position_ids',
+  'mask-positions': 'plain-ops graph, positions from the mask',
+  'column-positions': 'plain-ops graph, positions from the column',
+  probe: 'plain-ops graph without position_ids',
+};
+
 /**
  * Why rows of one forward pass would change each other's results, whatever the cache layout, or
  * null. `DynamicQuantizeLinear` (transformers.js' `q8`/`int8`/`uint8` files, `quantize_dynamic`)

@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import type { ModelConfig } from './model-dir.js';
 import { checkOnnxHeader } from './onnx-file.js';
-import { type AttentionFamily, type AttentionPlan, attentionFamilyFromGraph, planFor } from './attention-family.js';
+import { type AttentionFamily, type AttentionPlan, attentionFamilyFromGraph, FAMILY_LABELS, planFor } from './attention-family.js';
 import { halfBits, type HalfData, widenHalf } from './half.js';
 import { kvData } from './kv-batch.js';
 
@@ -52,16 +52,6 @@ export interface ForwardOutputs {
 }
 
 const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
-
-/** The graph's family as a refusal names it; plain graphs without position_ids are told apart by a probe, later. */
-const FAMILY_LABELS: Record<AttentionFamily | 'probe', string> = {
-  'group-query': 'GroupQueryAttention graph',
-  'multi-head': 'MultiHeadAttention graph',
-  'position-ids': 'plain-ops graph with position_ids',
-  'mask-positions': 'plain-ops graph, positions from the mask',
-  'column-positions': 'plain-ops graph, positions from the column',
-  probe: 'plain-ops graph without position_ids',
-};
 const LOGITS_TO_KEEP = ['num_logits_to_keep', 'logits_to_keep'];
 const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', ...LOGITS_TO_KEEP]);
 
